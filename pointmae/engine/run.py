@@ -63,7 +63,7 @@ def train(cfg: Config, resume: Optional[str] = None) -> Trainer:
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "pretrain.py", description: str = __doc__) -> int:
-    args = build_parser(prog, description).parse_args(argv)
+    args = build_parser(prog, description).parse_intermixed_args(argv)
     try:
         cfg = resolve_config(args)
     except ConfigError as e:

@@ -108,5 +108,6 @@ def write_config(path, model=None, data=None, optim=None, sched=None, train=None
                   "progress_bar": False, "device": "cpu", "seed": 3, **(train or {})},
         "work_dir": str(path.parent / "run"),
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path)

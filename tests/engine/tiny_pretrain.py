@@ -19,7 +19,7 @@ from pointmae.engine.run import build_parser, resolve_config, train  # noqa: E40
 
 def main() -> int:
     engine_tiny.register()
-    args = build_parser("tiny_pretrain.py", __doc__).parse_args()
+    args = build_parser("tiny_pretrain.py", __doc__).parse_intermixed_args()
     cfg = resolve_config(args)
     try:
         trainer = train(cfg, args.resume_from or ("auto" if args.resume else None))
