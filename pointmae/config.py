@@ -235,14 +235,13 @@ def _coerce(value: Any, tp: Any, path: str, sources: _Sources) -> Any:
     if origin is Union:
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, path, sources)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise _error(sources, path, f"{value!r} does not match {_type_name(tp)}")
     if origin is Literal:
         if value not in args:

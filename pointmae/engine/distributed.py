@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -166,6 +166,3 @@ def unwrap(model: nn.Module) -> nn.Module:
         else:
             return model
 
-
-def optional_device_index(device: torch.device) -> Optional[int]:
-    return device.index if device.type == "cuda" else None

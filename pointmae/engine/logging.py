@@ -75,9 +75,11 @@ class RunLogger:
         self._bar = tqdm(total=total_steps, initial=done_steps, desc=f"epoch {epoch}", unit="step",
                          dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
 
-    def advance(self, loss: float, samples_per_s: float) -> None:
+    def advance(self, loss: float, samples_per_s: float, run_eta_s: float) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4g}", samples_s=f"{samples_per_s:.1f}", refresh=False)
+            eta = int(max(run_eta_s, 0))
+            self._bar.set_postfix(loss=f"{loss:.4g}", samples_s=f"{samples_per_s:.1f}",
+                                  run_eta=f"{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", refresh=False)
             self._bar.update(1)
 
     def end_epoch(self) -> None:

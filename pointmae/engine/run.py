@@ -14,7 +14,7 @@ from pointmae.config import Config, ConfigError, config_to_dict, dump_config, lo
 from pointmae.engine import distributed as D
 from pointmae.engine.builders import build_dataset, build_model
 from pointmae.engine.checkpoint import CheckpointError
-from pointmae.engine.trainer import NonFiniteLossError, Trainer, seed_everything
+from pointmae.engine.trainer import NonFiniteLossError, Trainer, seed_everything, set_deterministic
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -41,6 +41,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def train(cfg: Config, resume: Optional[str] = None) -> Trainer:
     """Builds everything from the config, resumes if asked (or found), trains; returns the trainer."""
+    set_deterministic(cfg.train.deterministic)  # before any CUDA work (cuBLAS reads its env once)
     info = D.init_distributed(cfg.train.device)
     work_dir = Path(cfg.work_dir)
     if info.is_main:

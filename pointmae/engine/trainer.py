@@ -73,8 +73,9 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.config_dict = config_dict or {}
         self.info = info or D.init_distributed(train.device)
-        if train.grad_accum < 1:
-            raise ValueError(f"train.grad_accum must be >= 1, got {train.grad_accum}")
+        for key in ("epochs", "batch_size", "grad_accum", "log_every", "keep_last"):
+            if getattr(train, key) < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {getattr(train, key)}")
         if train.amp == "fp16" and self.info.device.type != "cuda":
             raise ValueError("train.amp=fp16 needs a GPU; use bf16 on the CPU")
         set_deterministic(train.deterministic)
@@ -151,21 +152,31 @@ class Trainer:
         D.barrier(self.info)
 
     def resume(self, path: Optional[Path] = None) -> bool:
-        """Loads `path`, or the newest good checkpoint of the work dir; False when there is none."""
+        """Loads `path`, or the newest good checkpoint of the work dir; False when there is none.
+
+        Rank 0 picks and verifies the file and tells the others (which then load the same file), so
+        every rank continues from the same checkpoint, and a failure is raised on every rank rather
+        than leaving the others waiting.
+        """
+        state, chosen, problem = None, None, None
         if self.info.is_main:
             self.checkpoints.remove_stale_temporaries()
-            if path is None:
-                found = self.checkpoints.load_latest()
-                chosen = None if found is None else str(found[0])
-            else:
-                load_checkpoint(Path(path))  # fail loudly here, with the file named, on rank 0
-                chosen = str(path)
-        else:
-            chosen = None
-        chosen = D.broadcast_object(chosen, self.info)
+            try:
+                if path is None:
+                    found = self.checkpoints.load_latest()
+                    if found is not None:
+                        chosen, state = str(found[0]), found[1]
+                else:
+                    chosen, state = str(path), load_checkpoint(Path(path))
+            except CheckpointError as e:
+                problem = str(e)
+        chosen, problem = D.broadcast_object((chosen, problem), self.info)
+        if problem is not None:
+            raise CheckpointError(problem)
         if chosen is None:
             return False
-        state = load_checkpoint(Path(chosen))
+        if state is None:
+            state = load_checkpoint(Path(chosen))
         self._load_state(state, Path(chosen))
         self.log.info(f"resumed from {chosen}: epoch {self.epoch}, step {self.step}, "
                       f"{self.batches_done} batches into the epoch")
@@ -210,6 +221,9 @@ class Trainer:
             while self.epoch < c.epochs and self.step < self.total_steps:
                 self._run_epoch(samples_per_step)
             self._save_final_weights()
+        except Exception as e:
+            self.log.info(f"stopped: {type(e).__name__}: {e}")  # into train.log, not only the console
+            raise
         finally:
             self.log.close()
         return self.model
@@ -230,7 +244,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         tick = time.perf_counter()
-        throughput = 0.0
+        step_time_avg = None
         last_log_step, last_log_time = self.step, tick
         for batch in self._epoch_loader():
             if self.batches_done >= batches_in_epoch:
@@ -271,7 +285,9 @@ class Trainer:
             now = time.perf_counter()
             step_time, tick = now - tick, now
             throughput = samples_per_step / max(step_time, 1e-9)
-            self.log.advance(loss_value, throughput)
+            # The bar's own ETA covers the epoch; this one covers the whole run.
+            step_time_avg = step_time if step_time_avg is None else 0.9 * step_time_avg + 0.1 * step_time
+            self.log.advance(loss_value, throughput, (self.total_steps - self.step) * step_time_avg)
 
             if self.step % c.log_every == 0 or self.step == self.total_steps:
                 elapsed = now - last_log_time

@@ -97,3 +97,12 @@ def test_cli_reports_config_errors_and_missing_checkpoints(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "--work-dir" in capsys.readouterr().out
+
+
+def test_resume_from_a_broken_file_names_it(tmp_path, capsys):
+    path = engine_tiny.write_config(tmp_path / "cfg.yaml", train={"epochs": 1, "max_steps": 2})
+    assert main([path]) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt_step00000002.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert main([path, "--resume-from", str(ckpt)]) == 1
+    assert f"checkpoint {ckpt} is truncated or corrupted" in capsys.readouterr().err
