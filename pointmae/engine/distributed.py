@@ -97,6 +97,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def any_rank_flags(flags: list[bool], info: DistInfo) -> list[bool]:
+    """Several `any_rank` questions in one collective (one sync point per batch, not several)."""
+    if not info.distributed:
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v > 0) for v in t.tolist()]
+
+
 def all_gather_objects(obj, info: DistInfo) -> list:
     if not info.distributed:
         return [obj]

@@ -6,6 +6,7 @@ see docs/training.md.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -71,7 +72,11 @@ def main(argv: Optional[list[str]] = None, prog: str = "pretrain.py", descriptio
         print(f"{prog}: config error: {e}", file=sys.stderr)
         return 2
     try:
-        train(cfg, args.resume_from or ("auto" if args.resume else None))
+        trainer = train(cfg, args.resume_from or ("auto" if args.resume else None))
+        if trainer.interrupted:
+            print(f"{prog}: stopped by SIGTERM at step {trainer.step}, checkpoint saved; run the same "
+                  "command again to continue", file=sys.stderr)
+            return 128 + signal.SIGTERM
     except (CheckpointError, NonFiniteLossError) as e:
         print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

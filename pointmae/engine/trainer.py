@@ -18,6 +18,8 @@ import contextlib
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -123,6 +125,8 @@ class Trainer:
         self.epoch_loss_sum = 0.0      # this rank's sum of micro-batch losses in the epoch
         self.epoch_loss_count = 0
         self.best_loss = math.inf
+        self.interrupted = False       # stopped early by SIGTERM, with a checkpoint
+        self._stop_requested = False
 
     # ------------------------------------------------------------------------------------------------
     # Checkpoints
@@ -217,16 +221,32 @@ class Trainer:
         self.log.info(f"training on {self.info.device} x {self.info.world_size} process(es): "
                       f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps in all, "
                       f"{samples_per_step} samples per optimizer step")
+        previous_handler = self._catch_sigterm()
         try:
-            while self.epoch < c.epochs and self.step < self.total_steps:
+            while self.epoch < c.epochs and self.step < self.total_steps and not self.interrupted:
                 self._run_epoch(samples_per_step)
-            self._save_final_weights()
+            if not self.interrupted:
+                self._save_final_weights()
         except Exception as e:
             self.log.info(f"stopped: {type(e).__name__}: {e}")  # into train.log, not only the console
             raise
         finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
             self.log.close()
         return self.model
+
+    def _catch_sigterm(self):
+        """SIGTERM (torchrun shutting down, SLURM preemption or time limit, `kill`) asks the loop to
+        finish the current optimizer step, write a checkpoint and return, so nothing since the last
+        periodic checkpoint is lost. Returns the previous handler (None when not in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum, frame):
+            self._stop_requested = True
+
+        return signal.signal(signal.SIGTERM, request_stop)
 
     def _epoch_loader(self):
         self.sampler.set_epoch(self.epoch)
@@ -260,7 +280,9 @@ class Trainer:
                     outputs = self.train_model(batch)
                 loss = outputs["loss"]
                 loss_value = float(loss.detach().float())
-                bad = D.any_rank(not math.isfinite(loss_value), self.info)
+                # One collective answers both: did any rank see a NaN, did any rank get SIGTERM.
+                bad, stop = D.any_rank_flags([not math.isfinite(loss_value),
+                                              last_in_window and self._stop_requested], self.info)
                 if bad:
                     window_bad = True
                     self._nonfinite(f"non-finite loss ({loss_value} on rank {self.info.rank})")
@@ -302,10 +324,15 @@ class Trainer:
             finished = self.step >= self.total_steps
             if end_of_epoch:
                 self._end_epoch()
+                self.interrupted = stop
                 break
-            if finished or (c.ckpt_every_steps and self.step % c.ckpt_every_steps == 0):
+            if finished or stop or (c.ckpt_every_steps and self.step % c.ckpt_every_steps == 0):
                 self.save_checkpoint()
-            if finished:
+            if stop:
+                self.interrupted = True
+                self.log.info(f"stopped by SIGTERM after step {self.step}; the checkpoint is saved, "
+                              "run the same command again to continue")
+            if finished or stop:
                 break
         self.log.end_epoch()
 

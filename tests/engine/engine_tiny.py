@@ -3,7 +3,7 @@
 The autoencoder has dropout (torch RNG) and the dataset adds noise from the global torch RNG in
 __getitem__, so an exact resume is only possible when every RNG state is restored. Test hooks:
 `kill_at_forward` sends SIGKILL to its own process on that forward call (an unclean crash at a
-known point), `nan_at_forwards` makes those forward calls return a NaN loss.
+known point), `term_at_forward` sends SIGTERM (a polite stop), `nan_at_forwards` makes those forward calls return a NaN loss.
 """
 import os
 import signal
@@ -26,6 +26,7 @@ class TinyModelConfig(ModelConfig):
     hidden: int = 16
     dropout: float = 0.0
     kill_at_forward: int = -1
+    term_at_forward: int = -1
     nan_at_forwards: list[int] = field(default_factory=list)
 
 
@@ -39,11 +40,12 @@ class TinyDataConfig(DataConfig):
 
 class TinyAutoencoder(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float, kill_at_forward: int = -1,
-                 nan_at_forwards: tuple = ()):
+                 nan_at_forwards: tuple = (), term_at_forward: int = -1):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout))
         self.decoder = nn.Linear(hidden, dim)
         self.kill_at_forward = kill_at_forward
+        self.term_at_forward = term_at_forward
         self.nan_at_forwards = set(nan_at_forwards)
         self.calls = 0
 
@@ -51,6 +53,8 @@ class TinyAutoencoder(nn.Module):
         self.calls += 1
         if self.calls == self.kill_at_forward:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.calls == self.term_at_forward:
+            os.kill(os.getpid(), signal.SIGTERM)
         x = batch["points"]                      # (B, dim)
         recon = self.decoder(self.encoder(x))    # (B, dim)
         rec = (recon - x).pow(2).mean()
@@ -82,7 +86,8 @@ class TinyPoints(Dataset):
 
 
 def build_tiny_model(cfg: TinyModelConfig) -> nn.Module:
-    return TinyAutoencoder(cfg.dim, cfg.hidden, cfg.dropout, cfg.kill_at_forward, tuple(cfg.nan_at_forwards))
+    return TinyAutoencoder(cfg.dim, cfg.hidden, cfg.dropout, cfg.kill_at_forward, tuple(cfg.nan_at_forwards),
+                           cfg.term_at_forward)
 
 
 def build_tiny_data(cfg: TinyDataConfig) -> Dataset:

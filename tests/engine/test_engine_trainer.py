@@ -106,3 +106,16 @@ def test_resume_from_a_broken_file_names_it(tmp_path, capsys):
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     assert main([path, "--resume-from", str(ckpt)]) == 1
     assert f"checkpoint {ckpt} is truncated or corrupted" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_rerun_continues_exactly(tmp_path, capsys):
+    sections = dict(model={"dropout": 0.2}, data={"noise": 0.05}, train={"epochs": 2, "ckpt_every_steps": 8})
+    path = engine_tiny.write_config(tmp_path / "cfg.yaml", **sections)
+    assert main([path, "model.term_at_forward=11"]) == 128 + 15  # 128 + SIGTERM, like a shell
+    assert "stopped by SIGTERM at step 11" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "ckpt_step00000011.pt").exists() and not (run / "final_model.pt").exists()
+    assert main([path]) == 0  # auto-resume
+    reference = train(load_config(path, [f"work_dir={tmp_path / 'reference'}"])).model.state_dict()
+    final = torch.load(run / "final_model.pt", weights_only=True)["model"]
+    assert all(torch.equal(final[k], v) for k, v in reference.items())
