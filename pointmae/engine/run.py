@@ -54,12 +54,16 @@ def train(cfg: Config, resume: Optional[str] = None) -> Trainer:
     dataset = build_dataset(cfg.data)
     trainer = Trainer(model, dataset, cfg.train, cfg.optim, cfg.sched, work_dir,
                       config_dict=config_to_dict(cfg), info=info)
-    if resume not in (None, "auto"):
-        trainer.resume(Path(resume))
-    elif resume == "auto" or cfg.train.auto_resume:
-        found = trainer.resume()
-        if resume == "auto" and not found:
-            raise CheckpointError(f"--resume: no checkpoint in {trainer.checkpoints.directory}")
+    try:
+        if resume not in (None, "auto"):
+            trainer.resume(Path(resume))
+        elif resume == "auto" or cfg.train.auto_resume:
+            found = trainer.resume()
+            if resume == "auto" and not found:
+                raise CheckpointError(f"--resume: no checkpoint in {trainer.checkpoints.directory}")
+    except BaseException:
+        trainer.log.close()  # fit() closes it otherwise
+        raise
     trainer.fit()
     return trainer
 
