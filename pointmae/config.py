@@ -1,0 +1,323 @@
+"""Run configuration: nested dataclasses, loaded strictly from YAML, with dotted command-line overrides.
+
+A config file is the complete description of a run. Loading is strict on purpose: a misspelled key
+(`train.epoch: 5`) would otherwise be silently ignored and the run would train with the default, so
+every unknown key, wrong type or missing required key is an error that names the key path and where
+it came from (the file, or the command-line override).
+
+Model and data sections are polymorphic: `model.name` picks the dataclass of that model family from
+the plain dict `MODEL_CONFIGS` (and `data.name` from `DATA_CONFIGS`). A model family adds itself by
+defining its dataclass here (a `name` field plus its typed parameters) and one entry in the dict; its
+factory goes into `pointmae.models.MODEL_FACTORIES` under the same name.
+
+    cfg = load_config("configs/point_mae/shapenet.yaml", overrides=["train.epochs=5"])
+    dump_config(cfg, run_dir / "config.yaml")      # the resolved config, loadable again
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key path and its source."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sections shared by every run
+
+
+@dataclass
+class OptimConfig:
+    """AdamW. `lr` is the peak learning rate reached after warm-up."""
+    name: Literal["adamw"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    # Biases and normalisation weights (1-D parameters) are conventionally not decayed.
+    no_decay_1d: bool = True
+
+
+@dataclass
+class SchedConfig:
+    """Linear warm-up to `optim.lr`, then cosine decay to `min_lr`, stepped once per optimizer step."""
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    # Samples per process and per forward pass. The effective batch of one optimizer step is
+    # batch_size * grad_accum * world_size.
+    batch_size: int = 32
+    grad_accum: int = 1
+    # Stop after this many optimizer steps in total (None: run all epochs). Handy for smoke runs.
+    max_steps: Optional[int] = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    clip_grad: Optional[float] = None
+    compile: bool = False
+    sync_bn: bool = False
+    # What to do with a non-finite loss or gradient norm: stop the run (naming the step) or skip
+    # that optimizer step and go on.
+    nonfinite: Literal["stop", "skip"] = "stop"
+    log_every: int = 10
+    ckpt_every_steps: int = 0          # 0: checkpoint only at the end of each epoch
+    keep_last: int = 3
+    vis_every: int = 0                 # 0: no reconstruction pictures
+    tensorboard: bool = True
+    progress_bar: bool = True
+    auto_resume: bool = True           # resume from the newest good checkpoint in work_dir
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Polymorphic sections: each model family / dataset adds a dataclass and one dict entry.
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model section; a family subclasses it with its own typed parameters."""
+    name: str
+
+
+@dataclass
+class DataConfig:
+    """Base of every data section; a dataset subclasses it with its own typed parameters."""
+    name: str
+
+
+MODEL_CONFIGS: dict[str, type] = {}
+DATA_CONFIGS: dict[str, type] = {}
+
+
+@dataclass
+class Config:
+    model: ModelConfig
+    data: DataConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    work_dir: str = "work_dirs/default"
+
+
+# Which dict decides the dataclass of a polymorphic section (looked up by its `name`).
+_POLYMORPHIC = {ModelConfig: ("model", MODEL_CONFIGS), DataConfig: ("data", DATA_CONFIGS)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -> Config:
+    """Reads a YAML config strictly and applies dotted overrides (`["train.epochs=5", ...]`)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return config_from_dict(raw, source=str(path), overrides=overrides)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>", overrides: Optional[list[str]] = None) -> Config:
+    raw = _deep_copy(raw)
+    # Where each key path came from, for error messages; everything else came from `source`.
+    origins: dict[str, str] = {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_path(raw, key, value, text)
+        origins[key] = f"command-line override '{text}'"
+    return _build(Config, raw, "", _Sources(source, origins))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', 0.001): the value is typed like a YAML scalar."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': value is not valid YAML: {e}") from None
+    return key, parsed
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (tuples as lists), the form written to YAML and stored in checkpoints."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: Config, path: Union[str, Path]) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Strict conversion of plain data into dataclasses
+
+
+@dataclass
+class _Sources:
+    default: str
+    origins: dict[str, str]
+
+    def of(self, path: str) -> str:
+        # The most specific override that covers this path, else the file.
+        while path:
+            if path in self.origins:
+                return self.origins[path]
+            path = path.rpartition(".")[0]
+        return self.default
+
+
+def _error(sources: _Sources, path: str, message: str) -> ConfigError:
+    return ConfigError(f"{path or '<top level>'}: {message} (in {sources.of(path)})")
+
+
+def _build(cls: type, raw: Any, path: str, sources: _Sources):
+    if cls in _POLYMORPHIC:
+        cls = _select_family(cls, raw, path, sources)
+    if not isinstance(raw, dict):
+        raise _error(sources, path, f"expected a mapping for section {cls.__name__}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(fields)
+            raise _error(sources, _join(path, key), f"unknown key '{key}' (known keys here: {known})")
+    values = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], sub, sources)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _error(sources, sub, "required key is missing")
+    return cls(**values)
+
+
+def _select_family(base: type, raw: Any, path: str, sources: _Sources) -> type:
+    section, table = _POLYMORPHIC[base]
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise _error(sources, _join(path, "name"), f"the {section} section needs a 'name' "
+                     f"(one of: {', '.join(sorted(table)) or 'none registered yet'})")
+    name = raw["name"]
+    if name not in table:
+        raise _error(sources, _join(path, "name"), f"unknown {section} '{name}' "
+                     f"(known: {', '.join(sorted(table)) or 'none registered yet'})")
+    return table[name]
+
+
+def _coerce(value: Any, tp: Any, path: str, sources: _Sources) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, sources)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path, sources)
+            except ConfigError:
+                pass
+        raise _error(sources, path, f"{value!r} does not match {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise _error(sources, path, f"{value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _error(sources, path, f"expected a list for {_type_name(tp)}, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise _error(sources, path, f"expected {len(args)} values, got {len(value)}: {value!r}")
+            return tuple(_coerce(v, a, f"{path}[{i}]", sources) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{path}[{i}]", sources) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _error(sources, path, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _error(sources, path, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _error(sources, path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        # YAML reads "1e-3" (no dot) as a string; accept it since people write learning rates that way.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _error(sources, path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _error(sources, path, f"expected a string, got {value!r}")
+        return value
+    raise _error(sources, path, f"unsupported field type {_type_name(tp)} (a bug in the config schema)")
+
+
+def _set_path(raw: dict, key: str, value: Any, text: str) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

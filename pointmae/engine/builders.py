@@ -1,0 +1,70 @@
+"""The only place where the config becomes objects: model, dataset, optimizer, LR schedule.
+
+Datasets are reached through the plain dict `DATASET_FACTORIES` (name -> factory(data_cfg) ->
+torch Dataset), the same way models are reached through `pointmae.models.MODEL_FACTORIES`. A dataset
+that needs its own batching exposes a `collate_fn` attribute; the engine hands it to the DataLoader.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from pointmae.config import Config, DataConfig, ModelConfig, OptimConfig, SchedConfig
+from pointmae.models import MODEL_FACTORIES
+
+DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.name not in MODEL_FACTORIES:
+        raise KeyError(f"no model factory for model.name='{cfg.name}' "
+                       f"(known: {', '.join(sorted(MODEL_FACTORIES)) or 'none registered yet'})")
+    return MODEL_FACTORIES[cfg.name](cfg)
+
+
+def build_dataset(cfg: DataConfig) -> Dataset:
+    if cfg.name not in DATASET_FACTORIES:
+        raise KeyError(f"no dataset factory for data.name='{cfg.name}' "
+                       f"(known: {', '.join(sorted(DATASET_FACTORIES)) or 'none registered yet'})")
+    return DATASET_FACTORIES[cfg.name](cfg)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Biases, norm scales and learned tokens/embeddings of rank <= 1 are not decayed.
+        (no_decay if cfg.no_decay_1d and p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier at optimizer step `step` (0-based): linear warm-up, then cosine to min_ratio."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, sched: SchedConfig, peak_lr: float,
+                    steps_per_epoch: int, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if sched.name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup_steps = int(round(sched.warmup_epochs * steps_per_epoch))
+    min_ratio = sched.min_lr / peak_lr if peak_lr > 0 else 0.0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_ratio))
+
+
+def build_all(cfg: Config) -> tuple[nn.Module, Dataset]:
+    """Model and training dataset of a config (the optimizer comes later, after device placement)."""
+    return build_model(cfg.model), build_dataset(cfg.data)
