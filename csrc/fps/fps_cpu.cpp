@@ -41,7 +41,7 @@ namespace {
 constexpr int32_t kBucketSize = 64;
 // An iteration updates its subtrees in parallel when the previous one rescanned at least this many
 // points (below it, the parallel region's fork/join costs more than the work).
-constexpr int64_t kParallelRescanPoints = 16384;
+constexpr int64_t kParallelRescanPoints = 65536;
 // Clouds smaller than this are never split across threads; a batch of them is parallel over clouds.
 constexpr int64_t kInnerParallelMinPoints = 32768;
 

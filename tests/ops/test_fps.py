@@ -71,10 +71,11 @@ def test_matches_reference_on_adversarial_batches(batch):
     _assert_valid(got, offsets, num_samples)
 
 
-@pytest.mark.parametrize("n, m", [(40000, 150), (3000, 3000)])
+@pytest.mark.parametrize("n, m", [(70000, 60), (3000, 3000)])
 def test_matches_reference_large_clouds(n, m):
-    # 40000 points in one cloud takes the within-cloud parallel path; 3000 -> 3000 selects every
-    # point, exercising the exhausted buckets.
+    # 70000 points in one cloud takes the within-cloud parallel path (on >= 2 threads, in the early
+    # samples that rescan most of the cloud); 3000 -> 3000 selects every point, exercising the
+    # exhausted buckets.
     g = torch.Generator().manual_seed(n)
     points = torch.randn(n, 3, generator=g) * torch.tensor([20.0, 20.0, 2.0])
     offsets = torch.tensor([0, n])
@@ -195,20 +196,23 @@ def test_deterministic():
 
 def test_same_result_for_any_thread_count():
     g = torch.Generator().manual_seed(6)
-    points = torch.randn(50000, 3, generator=g)
-    offsets = torch.tensor([0, 20000, 50000])
+    points = torch.randn(100000, 3, generator=g)
+    offsets = torch.tensor([0, 30000, 100000])
     start = torch.tensor([0, 1])
     before = torch.get_num_threads()
+    results = []
     try:
-        torch.set_num_threads(1)
-        one = fps_op(points, offsets, 256, start)
-        torch.set_num_threads(2)
-        two = fps_op(points, offsets, 256, start)
-        single = fps_op(points[20000:], torch.tensor([0, 30000]), 256, start[1:])
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            # a batch (parallel across clouds) and one large cloud (parallel within the cloud)
+            results.append((fps_op(points, offsets, 256, start),
+                            fps_op(points[30000:], torch.tensor([0, 70000]), 256, start[1:])))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(one, two)
-    assert torch.equal(two[1:] - 20000, single)
+    (batch_1, single_1), (batch_2, single_2) = results
+    assert torch.equal(batch_1, batch_2)
+    assert torch.equal(single_1, single_2)
+    assert torch.equal(batch_2[1:] - 30000, single_2)
 
 
 def test_random_start_is_reproducible_and_in_range():
