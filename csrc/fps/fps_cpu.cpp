@@ -79,7 +79,8 @@ class CloudSampler {
  public:
   // Copies cloud `pts` (n rows of 3 coordinates, row stride 3) into bucket order and builds the tree.
   template <typename scalar_t>
-  CloudSampler(const scalar_t* pts, int32_t n) : n_(n) {
+  // parallel_build: build the two halves of the tree on two threads (one large cloud).
+  CloudSampler(const scalar_t* pts, int32_t n, bool parallel_build) : n_(n) {
     std::vector<PointRecord<acc_t>> recs(n);
     for (int32_t i = 0; i < n; ++i) {
       recs[i] = PointRecord<acc_t>{{static_cast<acc_t>(pts[3 * static_cast<int64_t>(i) + 0]),
@@ -88,7 +89,7 @@ class CloudSampler {
                                    i};
     }
     nodes_.reserve(2 * (static_cast<size_t>(n) / kBucketSize + 1) * 2);
-    if (n > 0) build(recs, 0, n);
+    if (n > 0) build(recs, 0, n, nodes_, parallel_build);
     x_.resize(n);
     y_.resize(n);
     z_.resize(n);
@@ -143,11 +144,14 @@ class CloudSampler {
   }
 
  private:
-  // Recursive median split along the widest axis of recs[lo, hi); appends nodes in depth-first
-  // preorder (a parent before its children) and returns the node's id.
-  int32_t build(std::vector<PointRecord<acc_t>>& recs, int32_t lo, int32_t hi) {
-    const int32_t id = static_cast<int32_t>(nodes_.size());
-    nodes_.push_back(Node<acc_t>{});
+  // Recursive median split along the widest axis of recs[lo, hi); appends nodes to `nodes` in
+  // depth-first preorder (a parent before its children) and returns the node's id. With
+  // `parallel_halves`, the two subtrees of this node are built concurrently into separate arrays and
+  // then appended in order (ids shifted), which gives exactly the serial build's array.
+  static int32_t build(std::vector<PointRecord<acc_t>>& recs, int32_t lo, int32_t hi, std::vector<Node<acc_t>>& nodes,
+                       bool parallel_halves = false) {
+    const int32_t id = static_cast<int32_t>(nodes.size());
+    nodes.push_back(Node<acc_t>{});
     Node<acc_t> node{};
     node.begin = lo;
     node.end = hi;
@@ -178,10 +182,28 @@ class CloudSampler {
                        [axis](const PointRecord<acc_t>& a, const PointRecord<acc_t>& b) {
                          return a.c[axis] < b.c[axis] || (a.c[axis] == b.c[axis] && a.index < b.index);
                        });
-      node.left = build(recs, lo, mid);
-      node.right = build(recs, mid, hi);
+      if (parallel_halves) {
+        std::vector<Node<acc_t>> halves[2];
+        at::parallel_for(0, 2, 1, [&](int64_t h0, int64_t h1) {
+          for (int64_t h = h0; h < h1; ++h) build(recs, h == 0 ? lo : mid, h == 0 ? mid : hi, halves[h]);
+        });
+        for (int h = 0; h < 2; ++h) {
+          const int32_t shift = static_cast<int32_t>(nodes.size());
+          (h == 0 ? node.left : node.right) = shift;
+          for (Node<acc_t> child : halves[h]) {
+            if (child.left >= 0) {
+              child.left += shift;
+              child.right += shift;
+            }
+            nodes.push_back(child);
+          }
+        }
+      } else {
+        node.left = build(recs, lo, mid, nodes);
+        node.right = build(recs, mid, hi, nodes);
+      }
     }
-    nodes_[id] = node;
+    nodes[id] = node;
     return id;
   }
 
@@ -287,7 +309,7 @@ at::Tensor fps_cpu(const at::Tensor& points, const at::Tensor& offsets, int64_t 
     const scalar_t* data = pts.data_ptr<scalar_t>();
     auto sample_cloud = [&](int64_t b, bool inner_parallel) {
       const int64_t n = off[b + 1] - off[b];
-      CloudSampler<acc_t> sampler(data + 3 * off[b], static_cast<int32_t>(n));
+      CloudSampler<acc_t> sampler(data + 3 * off[b], static_cast<int32_t>(n), inner_parallel);
       sampler.run(static_cast<int32_t>(start_ptr[b]), num_samples, off[b], out_ptr + b * num_samples, inner_parallel);
     };
     if (across_clouds) {
