@@ -176,12 +176,22 @@ class CloudSampler {
       for (int d = 1; d < 3; ++d) {
         if (node.hi[d] - node.lo[d] > node.hi[axis] - node.lo[axis]) axis = d;
       }
-      const int32_t mid = lo + (hi - lo) / 2;
-      // Ties in the coordinate are ordered by index, so the split is a function of the input only.
-      std::nth_element(recs.begin() + lo, recs.begin() + mid, recs.begin() + hi,
-                       [axis](const PointRecord<acc_t>& a, const PointRecord<acc_t>& b) {
-                         return a.c[axis] < b.c[axis] || (a.c[axis] == b.c[axis] && a.index < b.index);
-                       });
+      // Cut at the middle of the box (one partition pass); if that leaves fewer than a quarter of the
+      // points on one side (clustered LiDAR returns, duplicates), cut at the median instead, which
+      // keeps the depth logarithmic. Both are functions of the input only (deterministic).
+      const acc_t cut = node.lo[axis] * acc_t(0.5) + node.hi[axis] * acc_t(0.5);
+      int32_t mid = static_cast<int32_t>(
+          std::partition(recs.begin() + lo, recs.begin() + hi,
+                         [axis, cut](const PointRecord<acc_t>& r) { return r.c[axis] < cut; }) -
+          recs.begin());
+      const int32_t quarter = (hi - lo) / 4;
+      if (mid - lo < quarter || hi - mid < quarter) {
+        mid = lo + (hi - lo) / 2;
+        std::nth_element(recs.begin() + lo, recs.begin() + mid, recs.begin() + hi,
+                         [axis](const PointRecord<acc_t>& a, const PointRecord<acc_t>& b) {
+                           return a.c[axis] < b.c[axis] || (a.c[axis] == b.c[axis] && a.index < b.index);
+                         });
+      }
       if (parallel_halves) {
         std::vector<Node<acc_t>> halves[2];
         at::parallel_for(0, 2, 1, [&](int64_t h0, int64_t h1) {
