@@ -68,9 +68,17 @@ def _single_cloud_cases(device, name, points, num_samples, threads, heights):
         for h in heights:
             competitors[f"fpsample kdline h={h}"] = (lambda h=h: fpsample.bucket_fps_kdline_sampling(
                 np_pts, num_samples, h, start_idx=0))
-    competitors["naive torch"] = lambda: naive_torch_fps(pts.unsqueeze(0), num_samples)
-    return [Case("fps", f"{name} ({pts.shape[0]} pts) -> {num_samples}", t,
-                 lambda: ops.fps(pts, offsets, num_samples), dict(competitors), repeat=5) for t in threads]
+    size = f"{name} ({pts.shape[0]} pts) -> {num_samples}"
+    out = []
+    for t in threads:
+        out.append(Case("fps", size, t, lambda: ops.fps(pts, offsets, num_samples), dict(competitors), repeat=5))
+        out.append(_naive_case(size, t, pts.unsqueeze(0), lambda: ops.fps(pts, offsets, num_samples), num_samples))
+    return out
+
+
+def _naive_case(size, threads, padded, ours, num_samples):
+    # The naive loop takes seconds at these sizes: a case of its own, timed once after a warm-up.
+    return Case("fps", size, threads, ours, {"naive torch": lambda: naive_torch_fps(padded, num_samples)}, repeat=1)
 
 
 def cases(device, quick):
@@ -98,7 +106,7 @@ def cases(device, quick):
         if fpsample is not None and device.type == "cpu":
             competitors[f"fpsample kdline h={H_MEDIUM} (loop over clouds)"] = lambda: [
                 fpsample.bucket_fps_kdline_sampling(c, 1024, H_MEDIUM, start_idx=0) for c in np_batch]
-        competitors["naive torch"] = lambda: naive_torch_fps(batch, 1024)
         out.append(Case("fps", "16 x 8192 -> 1024", t, lambda: ops.fps(batch, num_samples=1024), competitors,
                         repeat=5))
+        out.append(_naive_case("16 x 8192 -> 1024", t, batch, lambda: ops.fps(batch, num_samples=1024), 1024))
     return out
