@@ -2,7 +2,8 @@
 // QuickFPS (Han et al., "QuickFPS: Architecture and Algorithm Co-Design for Farthest Point Sampling
 // in Large-Scale Point Clouds", IEEE TCAD 2023).
 //
-// Each cloud is cut by a KD-tree (median splits along the widest axis) into buckets (leaves) of at
+// Each cloud is cut by a KD-tree (splits along the widest axis, at the middle of the box or, when that
+// is too unbalanced, at the median) into buckets (leaves) of at
 // most kBucketSize points, stored contiguously (structure of arrays). Every tree node keeps the
 // bounding box of its points and caches its farthest unselected point (max min_dist, lowest index on
 // ties). When a new sample s is chosen, a node is revisited only if s may be closer to one of its
@@ -16,7 +17,8 @@
 // clouds to feed the threads; otherwise within one large cloud, across buckets, in the iterations
 // that rescan many points (the early ones: later samples touch few buckets, and a parallel region per
 // iteration would cost more than it saves): the subtrees below a fixed depth are updated in
-// parallel, then the few nodes above them are refreshed.
+// parallel, then the few nodes above them are refreshed. A large cloud's tree is also built on two
+// threads (its two halves). The result never depends on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
