@@ -35,14 +35,14 @@ KINDS = ["normal", "grid", "identical", "collinear", "coplanar", "large", "tiny"
 
 
 @st.composite
-def batches(draw, max_clouds=4, max_points=40):
+def batches(draw, max_clouds=4, max_points=40, max_samples=40):
     """(points, offsets, num_samples, start_idx) with uneven, possibly empty clouds."""
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     sizes = draw(st.lists(st.integers(0, max_points), min_size=1, max_size=max_clouds))
     kinds = draw(st.lists(st.sampled_from(KINDS), min_size=len(sizes), max_size=len(sizes)))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-    num_samples = draw(st.integers(0, min(sizes)))
+    num_samples = draw(st.integers(0, min(min(sizes), max_samples)))
     if num_samples == 0 and draw(st.booleans()):
         sizes[0] = 0  # empty clouds are fine when nothing is sampled
     clouds = [_cloud(k, n, rng) for k, n in zip(kinds, sizes)]
@@ -68,6 +68,16 @@ def test_matches_reference_on_adversarial_batches(batch):
     got = fps_op(points, offsets, num_samples, start_idx)
     want = reference.fps(points, offsets, num_samples, start_idx)
     assert torch.equal(got, want)
+    _assert_valid(got, offsets, num_samples)
+
+
+@given(batches(max_clouds=2, max_points=3000, max_samples=40))
+def test_matches_reference_on_adversarial_multi_bucket_clouds(batch):
+    # Clouds of up to 3000 points span many KD-tree buckets: the pruning is exercised on duplicates,
+    # ties, degenerate boxes (collinear / coplanar / identical) and overflowing distances.
+    points, offsets, num_samples, start_idx = batch
+    got = fps_op(points, offsets, num_samples, start_idx)
+    assert torch.equal(got, reference.fps(points, offsets, num_samples, start_idx))
     _assert_valid(got, offsets, num_samples)
 
 
