@@ -1,0 +1,260 @@
+// CPU `knn` and `ball_query`: one k-d tree per cloud, built level by level in parallel, then searched
+// by every query in parallel.
+//
+// Tree (Bentley, "Multidimensional binary search trees used for associative searching", CACM 1975;
+// Friedman, Bentley & Finkel, "An algorithm for finding best matches in logarithmic expected time",
+// ACM TOMS 1977): balanced, split at the median of the widest axis of the node's bounding box. The
+// split position depends only on the node's size (mid = lo + size/2), so the tree is implicit: node i
+// has children 2i+1 and 2i+2, every leaf sits at the same depth, and no pointers are stored. Each node
+// keeps the tight bounding box of its points, which prunes better than split planes on clustered
+// LiDAR data. Points are copied into leaf order, so a leaf is a contiguous run of (x, y, z, index).
+//
+// Search: depth-first, nearer child first, a subtree is skipped when the distance bound to its box
+// is strictly larger than the current k-th distance (or the radius). Candidates are ordered by
+// (dist2, packed index), so the result does not depend on the visiting order (see neighbors_core.h).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "neighbors/neighbors_checks.h"
+
+// The distance formula must round every product and sum on its own, as the reference does (see
+// neighbors_core.h); forbid contraction into FMA on targets that have it (GCC contracts by default).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#include "neighbors/neighbors_core.h"
+
+namespace pointmae {
+namespace neighbors {
+namespace {
+
+constexpr int64_t kLeafSize = 12;  // points per leaf at most: ~one cache line pair of entries
+
+template <typename T>
+struct Entry {
+  T xyz[3];
+  int64_t index;  // packed row in `points`
+};
+
+// All clouds' trees in flat arrays. Cloud b owns the entries [point_offsets[b], point_offsets[b+1])
+// and the nodes [node_base[b], node_base[b] + 2^(depth[b]+1) - 1).
+template <typename T>
+struct Forest {
+  std::vector<Entry<T>> entries;
+  std::vector<int64_t> node_base;
+  std::vector<int> depth;
+  std::vector<int64_t> node_lo, node_hi;  // entry range of each node (absolute)
+  std::vector<T> box;                     // 6 per node: lo x, y, z, hi x, y, z
+};
+
+// The depth at which a balanced halving of n points leaves at most kLeafSize points per node.
+inline int leaf_depth(int64_t n) {
+  int d = 0;
+  while ((n + (int64_t(1) << d) - 1) >> d > kLeafSize) ++d;
+  return d;
+}
+
+template <typename T>
+Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
+  const int64_t num_clouds = static_cast<int64_t>(offsets.size()) - 1;
+  const int64_t n_total = offsets.back();
+  Forest<T> f;
+  f.entries.resize(n_total);
+  at::parallel_for(0, n_total, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      f.entries[i] = Entry<T>{{pts[3 * i], pts[3 * i + 1], pts[3 * i + 2]}, i};
+    }
+  });
+  f.node_base.resize(num_clouds + 1);
+  f.depth.resize(num_clouds);
+  int max_depth = 0;
+  int64_t nodes = 0;
+  for (int64_t b = 0; b < num_clouds; ++b) {
+    f.depth[b] = leaf_depth(offsets[b + 1] - offsets[b]);
+    max_depth = std::max(max_depth, f.depth[b]);
+    f.node_base[b] = nodes;
+    nodes += (int64_t(2) << f.depth[b]) - 1;
+  }
+  f.node_base[num_clouds] = nodes;
+  f.node_lo.resize(nodes);
+  f.node_hi.resize(nodes);
+  f.box.resize(6 * nodes);
+  for (int64_t b = 0; b < num_clouds; ++b) {
+    f.node_lo[f.node_base[b]] = offsets[b];
+    f.node_hi[f.node_base[b]] = offsets[b + 1];
+  }
+
+  // Level-synchronous build: the nodes of one level are independent, so each level is one
+  // parallel_for over all clouds' nodes of that level (the root level of one big cloud is the only
+  // serial step).
+  std::vector<int64_t> level_nodes;
+  for (int level = 0; level <= max_depth; ++level) {
+    level_nodes.clear();
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      if (f.depth[b] < level) continue;
+      const int64_t first = (int64_t(1) << level) - 1;
+      for (int64_t j = 0; j < (int64_t(1) << level); ++j) level_nodes.push_back(f.node_base[b] + first + j);
+    }
+    at::parallel_for(0, static_cast<int64_t>(level_nodes.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t node = level_nodes[t];
+        const int64_t lo = f.node_lo[node], hi = f.node_hi[node];
+        T bmin[3] = {std::numeric_limits<T>::infinity(), std::numeric_limits<T>::infinity(),
+                     std::numeric_limits<T>::infinity()};
+        T bmax[3] = {-bmin[0], -bmin[1], -bmin[2]};
+        for (int64_t i = lo; i < hi; ++i) {
+          for (int a = 0; a < 3; ++a) {
+            bmin[a] = std::min(bmin[a], f.entries[i].xyz[a]);
+            bmax[a] = std::max(bmax[a], f.entries[i].xyz[a]);
+          }
+        }
+        T* box = &f.box[6 * node];
+        for (int a = 0; a < 3; ++a) {
+          box[a] = bmin[a];
+          box[3 + a] = bmax[a];
+        }
+        // Which cloud: the one whose node range holds `node`.
+        const int64_t b = std::upper_bound(f.node_base.begin(), f.node_base.end(), node) - f.node_base.begin() - 1;
+        if (level == f.depth[b]) continue;  // a leaf
+        int axis = 0;
+        for (int a = 1; a < 3; ++a) {
+          if (bmax[a] - bmin[a] > bmax[axis] - bmin[axis]) axis = a;
+        }
+        const int64_t mid = lo + (hi - lo) / 2;
+        // Ties on the coordinate are broken by index, so the layout does not depend on the standard
+        // library's nth_element strategy.
+        std::nth_element(f.entries.begin() + lo, f.entries.begin() + mid, f.entries.begin() + hi,
+                         [axis](const Entry<T>& x, const Entry<T>& y) {
+                           return x.xyz[axis] < y.xyz[axis] || (x.xyz[axis] == y.xyz[axis] && x.index < y.index);
+                         });
+        const int64_t local = node - f.node_base[b];
+        const int64_t left = f.node_base[b] + 2 * local + 1;
+        f.node_lo[left] = lo;
+        f.node_hi[left] = mid;
+        f.node_lo[left + 1] = mid;
+        f.node_hi[left + 1] = hi;
+      }
+    });
+  }
+  return f;
+}
+
+template <typename T>
+inline T box_bound(const T* box, T qx, T qy, T qz) {
+  return dist2_from_deltas(axis_gap(qx, box[0], box[3]), axis_gap(qy, box[1], box[4]), axis_gap(qz, box[2], box[5]));
+}
+
+// Searches one query in cloud b; fills the output row (dist, index) with up to k candidates within
+// max_dist2, ascending, then pads with inf / -1.
+template <typename T>
+void search_one(const Forest<T>& f, int64_t b, T qx, T qy, T qz, T max_dist2, int64_t k, T* out_dist,
+                int64_t* out_index) {
+  SortedCandidates<T, int64_t> best{out_dist, out_index, k, 0};
+  const int64_t base = f.node_base[b];
+  const int64_t first_leaf = (int64_t(1) << f.depth[b]) - 1;
+  if (k > 0 && f.node_hi[base] > f.node_lo[base]) {
+    struct Pending {
+      int64_t node;  // local to the cloud
+      T bound;
+    };
+    Pending stack[2 * 64];
+    int top = 0;
+    stack[top++] = Pending{0, box_bound(&f.box[6 * base], qx, qy, qz)};
+    while (top > 0) {
+      const Pending p = stack[--top];
+      if (!best.may_improve(p.bound, max_dist2)) continue;
+      const int64_t node = base + p.node;
+      if (p.node >= first_leaf) {
+        for (int64_t i = f.node_lo[node], hi = f.node_hi[node]; i < hi; ++i) {
+          const Entry<T>& e = f.entries[i];
+          const T d = squared_distance(qx, qy, qz, e.xyz[0], e.xyz[1], e.xyz[2]);
+          if (!(d > max_dist2)) best.offer(d, e.index);
+        }
+        continue;
+      }
+      const int64_t left = 2 * p.node + 1;
+      const T bound_left = box_bound(&f.box[6 * (base + left)], qx, qy, qz);
+      const T bound_right = box_bound(&f.box[6 * (base + left + 1)], qx, qy, qz);
+      // Push the farther child first so the nearer one is searched first and tightens the bound.
+      if (bound_left <= bound_right) {
+        stack[top++] = Pending{left + 1, bound_right};
+        stack[top++] = Pending{left, bound_left};
+      } else {
+        stack[top++] = Pending{left, bound_left};
+        stack[top++] = Pending{left + 1, bound_right};
+      }
+    }
+  }
+  for (int64_t j = best.count; j < k; ++j) {
+    out_dist[j] = std::numeric_limits<T>::infinity();
+    out_index[j] = -1;
+  }
+}
+
+template <typename T>
+void search_all(const at::Tensor& query, const at::Tensor& points, const Batches& batches, T max_dist2, int64_t k,
+                at::Tensor& dist, at::Tensor& index) {
+  const Forest<T> forest = build_forest<T>(points.data_ptr<T>(), batches.point_offsets);
+  const T* q = query.data_ptr<T>();
+  T* dist_ptr = dist.data_ptr<T>();
+  int64_t* index_ptr = index.data_ptr<int64_t>();
+  const auto& qoff = batches.query_offsets;
+  const int64_t num_queries = query.size(0);
+  at::parallel_for(0, num_queries, 64, [&](int64_t begin, int64_t end) {
+    int64_t b = std::upper_bound(qoff.begin(), qoff.end(), begin) - qoff.begin() - 1;
+    for (int64_t i = begin; i < end; ++i) {
+      while (i >= qoff[b + 1]) ++b;
+      search_one(forest, b, q[3 * i], q[3 * i + 1], q[3 * i + 2], max_dist2, k, dist_ptr + i * k, index_ptr + i * k);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> search(const char* op, const at::Tensor& query_in, const at::Tensor& query_offsets,
+                                          const at::Tensor& points_in, const at::Tensor& point_offsets,
+                                          double radius, bool use_radius, int64_t k) {
+  const Batches batches = check_neighbor_inputs(op, query_in, query_offsets, points_in, point_offsets, k);
+  if (use_radius) check_radius(op, radius);
+  TORCH_CHECK_VALUE(query_in.scalar_type() != at::kHalf, op,
+                    ": float16 is supported on CUDA only; on the CPU pass float32 or float64 `query`/`points`, got ",
+                    query_in.scalar_type());
+  const at::Tensor query = query_in.contiguous();
+  const at::Tensor points = points_in.contiguous();
+  at::Tensor dist = at::empty({query.size(0), k}, query.options());
+  at::Tensor index = at::empty({query.size(0), k}, query.options().dtype(at::kLong));
+  if (query.size(0) == 0 || k == 0) return {dist, index};
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "pointmae_neighbors_cpu", [&] {
+    // The radius is squared in double and rounded once to the dtype, as in the reference.
+    const scalar_t max_dist2 =
+        use_radius ? static_cast<scalar_t>(radius * radius) : std::numeric_limits<scalar_t>::infinity();
+    search_all<scalar_t>(query, points, batches, max_dist2, k, dist, index);
+  });
+  return {dist, index};
+}
+
+std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& query, const at::Tensor& query_offsets,
+                                           const at::Tensor& points, const at::Tensor& point_offsets, int64_t k) {
+  return search("pointmae.knn", query, query_offsets, points, point_offsets, 0.0, false, k);
+}
+
+std::tuple<at::Tensor, at::Tensor> ball_query_cpu(const at::Tensor& query, const at::Tensor& query_offsets,
+                                                  const at::Tensor& points, const at::Tensor& point_offsets,
+                                                  double radius, int64_t k) {
+  return search("pointmae.ball_query", query, query_offsets, points, point_offsets, radius, true, k);
+}
+
+}  // namespace
+}  // namespace neighbors
+}  // namespace pointmae
+
+TORCH_LIBRARY_IMPL(pointmae, CPU, m) {
+  m.impl("knn", &pointmae::neighbors::knn_cpu);
+  m.impl("ball_query", &pointmae::neighbors::ball_query_cpu);
+}
