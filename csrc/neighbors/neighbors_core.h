@@ -28,13 +28,21 @@ HOST_DEVICE_INLINE double mul_exact(double a, double b) { return __dmul_rn(a, b)
 HOST_DEVICE_INLINE double add_exact(double a, double b) { return __dadd_rn(a, b); }
 HOST_DEVICE_INLINE double sub_exact(double a, double b) { return __dsub_rn(a, b); }
 #else
-// On the host the CPU translation unit is compiled with FMA contraction off (see neighbors_cpu.cpp).
+// On the host, contraction can only happen where the target has FMA instructions (not baseline
+// x86-64, which this project builds for). GCC contracts across statements by default
+// (-ffp-contract=fast), so on such targets these functions are compiled with contraction off; GCC
+// then declines to inline them into code with other options, which costs speed, not exactness.
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__FP_FAST_FMA) || defined(__FP_FAST_FMAF))
+#define POINTMAE_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define POINTMAE_NO_FP_CONTRACT
+#endif
 template <typename T>
-HOST_DEVICE_INLINE T mul_exact(T a, T b) { return a * b; }
+POINTMAE_NO_FP_CONTRACT HOST_DEVICE_INLINE T mul_exact(T a, T b) { return a * b; }
 template <typename T>
-HOST_DEVICE_INLINE T add_exact(T a, T b) { return a + b; }
+POINTMAE_NO_FP_CONTRACT HOST_DEVICE_INLINE T add_exact(T a, T b) { return a + b; }
 template <typename T>
-HOST_DEVICE_INLINE T sub_exact(T a, T b) { return a - b; }
+POINTMAE_NO_FP_CONTRACT HOST_DEVICE_INLINE T sub_exact(T a, T b) { return a - b; }
 #endif
 
 // The one definition of the squared distance from per-axis differences (or per-axis gaps).
