@@ -1,6 +1,7 @@
 """Benchmarks of knn and ball_query against scipy's cKDTree, open3d's KDTreeFlann (when installed)
 and a pure-PyTorch chunked cdist + topk. Every measured call does the whole work: index build plus
 queries (our ops build their k-d tree inside every call)."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,21 @@ import pointmae.ops as ops
 from bench.harness import Case
 
 NOTES = []
-KITTI = Path(__file__).resolve().parents[3] / "shared" / "data" / "kitti" / "training" / "velodyne" / "000001.bin"
+
+def _find_kitti():
+    """../shared/data beside the checkout (as tests/conftest.py), or POINTMAE_SHARED_DATA, or one level up
+    (git worktrees live one folder deeper than the main checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["POINTMAE_SHARED_DATA"])] if "POINTMAE_SHARED_DATA" in os.environ else []
+    candidates += [root.parent / "shared" / "data", root.parent.parent / "shared" / "data"]
+    for data in candidates:
+        path = data / "kitti" / "training" / "velodyne" / "000001.bin"
+        if path.exists():
+            return path
+    return candidates[0] / "kitti" / "training" / "velodyne" / "000001.bin"
+
+
+KITTI = _find_kitti()
 
 try:
     from scipy.spatial import cKDTree
