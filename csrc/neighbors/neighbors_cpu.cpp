@@ -32,6 +32,8 @@ namespace {
 // so fairly large leaves (fewer nodes to walk, fewer bounds) pay off: 32 beat 8, 12 and 16 on
 // 100k uniform points, k = 16.
 constexpr int64_t kLeafSize = 32;
+// Below this many points in the batch, the top of the trees is not split among threads.
+constexpr int64_t kParallelBuildMinPoints = 32768;
 // Below this many queries, sorting them by leaf costs more than the cache misses it saves.
 constexpr int64_t kReorderMinQueries = 2048;
 
@@ -91,58 +93,85 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
     f.node_hi[f.node_base[b]] = offsets[b + 1];
   }
 
-  // Level-synchronous build: the nodes of one level are independent, so each level is one
-  // parallel_for over all clouds' nodes of that level (the root level of one big cloud is the only
-  // serial step).
-  std::vector<int64_t> level_nodes;
-  for (int level = 0; level <= max_depth; ++level) {
-    level_nodes.clear();
-    for (int64_t b = 0; b < num_clouds; ++b) {
-      if (f.depth[b] < level) continue;
-      const int64_t first = (int64_t(1) << level) - 1;
-      for (int64_t j = 0; j < (int64_t(1) << level); ++j) level_nodes.push_back(f.node_base[b] + first + j);
-    }
-    at::parallel_for(0, static_cast<int64_t>(level_nodes.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t node = level_nodes[t];
-        const int64_t lo = f.node_lo[node], hi = f.node_hi[node];
-        T bmin[3] = {std::numeric_limits<T>::infinity(), std::numeric_limits<T>::infinity(),
-                     std::numeric_limits<T>::infinity()};
-        T bmax[3] = {-bmin[0], -bmin[1], -bmin[2]};
-        for (int64_t i = lo; i < hi; ++i) {
-          for (int a = 0; a < 3; ++a) {
-            bmin[a] = std::min(bmin[a], f.entries[i].xyz[a]);
-            bmax[a] = std::max(bmax[a], f.entries[i].xyz[a]);
-          }
-        }
-        T* box = &f.box[6 * node];
-        for (int a = 0; a < 3; ++a) {
-          box[a] = bmin[a];
-          box[3 + a] = bmax[a];
-        }
-        // Which cloud: the one whose node range holds `node`.
-        const int64_t b = std::upper_bound(f.node_base.begin(), f.node_base.end(), node) - f.node_base.begin() - 1;
-        if (level == f.depth[b]) continue;  // a leaf
-        int axis = 0;
-        for (int a = 1; a < 3; ++a) {
-          if (bmax[a] - bmin[a] > bmax[axis] - bmin[axis]) axis = a;
-        }
-        const int64_t mid = lo + (hi - lo) / 2;
-        // Ties on the coordinate are broken by index, so the layout does not depend on the standard
-        // library's nth_element strategy.
-        std::nth_element(f.entries.begin() + lo, f.entries.begin() + mid, f.entries.begin() + hi,
-                         [axis](const Entry<T>& x, const Entry<T>& y) {
-                           return x.xyz[axis] < y.xyz[axis] || (x.xyz[axis] == y.xyz[axis] && x.index < y.index);
-                         });
-        const int64_t local = node - f.node_base[b];
-        const int64_t left = f.node_base[b] + 2 * local + 1;
-        f.node_lo[left] = lo;
-        f.node_hi[left] = mid;
-        f.node_lo[left + 1] = mid;
-        f.node_hi[left + 1] = hi;
+  // Computes the box of one node and, unless it is a leaf, splits it and sets its children's ranges.
+  auto build_node = [&f](int64_t b, int64_t node, int level) {
+    const int64_t lo = f.node_lo[node], hi = f.node_hi[node];
+    T bmin[3] = {std::numeric_limits<T>::infinity(), std::numeric_limits<T>::infinity(),
+                 std::numeric_limits<T>::infinity()};
+    T bmax[3] = {-bmin[0], -bmin[1], -bmin[2]};
+    for (int64_t i = lo; i < hi; ++i) {
+      for (int a = 0; a < 3; ++a) {
+        bmin[a] = std::min(bmin[a], f.entries[i].xyz[a]);
+        bmax[a] = std::max(bmax[a], f.entries[i].xyz[a]);
       }
+    }
+    T* box = &f.box[6 * node];
+    for (int a = 0; a < 3; ++a) {
+      box[a] = bmin[a];
+      box[3 + a] = bmax[a];
+    }
+    if (level == f.depth[b]) return;  // a leaf
+    int axis = 0;
+    for (int a = 1; a < 3; ++a) {
+      if (bmax[a] - bmin[a] > bmax[axis] - bmin[axis]) axis = a;
+    }
+    const int64_t mid = lo + (hi - lo) / 2;
+    // Ties on the coordinate are broken by index, so the layout does not depend on the standard
+    // library's nth_element strategy.
+    std::nth_element(f.entries.begin() + lo, f.entries.begin() + mid, f.entries.begin() + hi,
+                     [axis](const Entry<T>& x, const Entry<T>& y) {
+                       return x.xyz[axis] < y.xyz[axis] || (x.xyz[axis] == y.xyz[axis] && x.index < y.index);
+                     });
+    const int64_t left = f.node_base[b] + 2 * (node - f.node_base[b]) + 1;
+    f.node_lo[left] = lo;
+    f.node_hi[left] = mid;
+    f.node_lo[left + 1] = mid;
+    f.node_hi[left + 1] = hi;
+  };
+
+  // Parallel build in few parallel regions (each region costs a wake-up of the thread team, which
+  // is slow on a busy machine): the top levels level by level, until every thread has several
+  // subtrees; then one parallel_for over those subtrees, each built depth-first by one thread.
+  // Small clouds are built by one thread each (a parallel region costs more than their build).
+  const int64_t wanted_subtrees =
+      n_total < kParallelBuildMinPoints ? 1 : 4 * static_cast<int64_t>(at::get_num_threads());
+  struct Task {
+    int64_t cloud, node;
+    int level;
+  };
+  std::vector<Task> tasks;
+  for (int64_t b = 0; b < num_clouds; ++b) tasks.push_back(Task{b, f.node_base[b], 0});
+  int level = 0;
+  while (static_cast<int64_t>(tasks.size()) < wanted_subtrees && level < max_depth) {
+    at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) build_node(tasks[t].cloud, tasks[t].node, tasks[t].level);
     });
+    std::vector<Task> next;
+    for (const Task& t : tasks) {
+      if (t.level == f.depth[t.cloud]) continue;  // that leaf is finished
+      const int64_t left = f.node_base[t.cloud] + 2 * (t.node - f.node_base[t.cloud]) + 1;
+      next.push_back(Task{t.cloud, left, t.level + 1});
+      next.push_back(Task{t.cloud, left + 1, t.level + 1});
+    }
+    tasks.swap(next);
+    ++level;
   }
+  at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<Task> stack;
+    for (int64_t t = begin; t < end; ++t) {
+      stack.push_back(tasks[t]);
+      while (!stack.empty()) {
+        const Task task = stack.back();
+        stack.pop_back();
+        build_node(task.cloud, task.node, task.level);
+        if (task.level == f.depth[task.cloud]) continue;
+        const int64_t left = f.node_base[task.cloud] + 2 * (task.node - f.node_base[task.cloud]) + 1;
+        stack.push_back(Task{task.cloud, left + 1, task.level + 1});
+        stack.push_back(Task{task.cloud, left, task.level + 1});
+      }
+    }
+  });
+
   // Leaf order as a struct of arrays: a leaf's distances are then one vectorisable loop.
   f.x.resize(n_total);
   f.y.resize(n_total);
