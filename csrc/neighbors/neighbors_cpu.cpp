@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <vector>
 
@@ -36,6 +37,27 @@ constexpr int64_t kLeafSize = 32;
 constexpr int64_t kParallelBuildMinPoints = 32768;
 // Below this many queries, sorting them by leaf costs more than the cache misses it saves.
 constexpr int64_t kReorderMinQueries = 2048;
+
+// Like at::parallel_for, but the threads take chunks of `chunk` items from a shared counter instead
+// of one fixed slice each. at::parallel_for gives every thread an equal slice, so one thread that the
+// OS schedules late (a busy machine, hyper-threads) stalls the whole call; here the others take its
+// share. Each item is still processed exactly once, by a pure function of its inputs, so the result
+// does not depend on the schedule.
+template <typename F>
+void parallel_chunks(int64_t n, int64_t chunk, const F& fn) {
+  if (n <= 0) return;
+  if (n <= chunk || at::get_num_threads() == 1 || at::in_parallel_region()) {
+    fn(int64_t(0), n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t begin = next.fetch_add(chunk); begin < n; begin = next.fetch_add(chunk)) {
+      fn(begin, std::min(n, begin + chunk));
+    }
+  });
+}
 
 template <typename T>
 struct Entry {
@@ -69,7 +91,7 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
   const int64_t n_total = offsets.back();
   Forest<T> f;
   f.entries.resize(n_total);
-  at::parallel_for(0, n_total, 4096, [&](int64_t begin, int64_t end) {
+  parallel_chunks(n_total, 8192, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       f.entries[i] = Entry<T>{{pts[3 * i], pts[3 * i + 1], pts[3 * i + 2]}, i};
     }
@@ -131,7 +153,7 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
 
   // Parallel build in few parallel regions (each region costs a wake-up of the thread team, which
   // is slow on a busy machine): the top levels level by level, until every thread has several
-  // subtrees; then one parallel_for over those subtrees, each built depth-first by one thread.
+  // subtrees; then one parallel region over those subtrees, each built depth-first by one thread.
   // Small clouds are built by one thread each (a parallel region costs more than their build).
   const int64_t wanted_subtrees =
       n_total < kParallelBuildMinPoints ? 1 : 4 * static_cast<int64_t>(at::get_num_threads());
@@ -143,7 +165,7 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
   for (int64_t b = 0; b < num_clouds; ++b) tasks.push_back(Task{b, f.node_base[b], 0});
   int level = 0;
   while (static_cast<int64_t>(tasks.size()) < wanted_subtrees && level < max_depth) {
-    at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+    parallel_chunks(static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) build_node(tasks[t].cloud, tasks[t].node, tasks[t].level);
     });
     std::vector<Task> next;
@@ -156,7 +178,7 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
     tasks.swap(next);
     ++level;
   }
-  at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
     std::vector<Task> stack;
     for (int64_t t = begin; t < end; ++t) {
       stack.push_back(tasks[t]);
@@ -177,7 +199,7 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
   f.y.resize(n_total);
   f.z.resize(n_total);
   f.index.resize(n_total);
-  at::parallel_for(0, n_total, 4096, [&](int64_t begin, int64_t end) {
+  parallel_chunks(n_total, 8192, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       f.x[i] = f.entries[i].xyz[0];
       f.y[i] = f.entries[i].xyz[1];
@@ -283,7 +305,7 @@ void search_all(const at::Tensor& query, const at::Tensor& points, const Batches
   std::vector<int64_t> order;
   if (num_queries >= kReorderMinQueries) {
     std::vector<int64_t> home(num_queries);
-    at::parallel_for(0, num_queries, 256, [&](int64_t begin, int64_t end) {
+    parallel_chunks(num_queries, 512, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = cloud_of(i);
         home[i] = home_leaf(forest, b, q[3 * i], q[3 * i + 1], q[3 * i + 2]);
@@ -297,7 +319,7 @@ void search_all(const at::Tensor& query, const at::Tensor& points, const Batches
     for (int64_t i = 0; i < num_queries; ++i) order[start[home[i]]++] = i;
   }
 
-  at::parallel_for(0, num_queries, 64, [&](int64_t begin, int64_t end) {
+  parallel_chunks(num_queries, 128, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i = order.empty() ? t : order[t];
       const int64_t b = cloud_of(i);
