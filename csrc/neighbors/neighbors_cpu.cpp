@@ -31,7 +31,7 @@ namespace {
 
 // Points per leaf at most (leaves hold 16-32). Leaves are scanned with a vectorised distance loop,
 // so fairly large leaves (fewer nodes to walk, fewer bounds) pay off: 32 beat 8, 12 and 16 on
-// 100k uniform points, k = 16.
+// 100k uniform points, k = 16, and tied with 64.
 constexpr int64_t kLeafSize = 32;
 // Below this many points in the batch, the top of the trees is not split among threads.
 constexpr int64_t kParallelBuildMinPoints = 32768;
