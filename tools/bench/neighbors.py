@@ -40,6 +40,9 @@ except Exception as e:  # noqa: BLE001  (open3d fails to import for several reas
     NOTES.append(f"open3d not usable ({type(e).__name__}: {e}); left out")
 
 NOTES.append("torch-cluster not installed (builds from source in several minutes; not tried); left out")
+NOTES.append("on a busy machine with few cores, OpenMP's default active waiting (torch's libgomp) makes our "
+             "timings erratic (spinning workers steal the cores the serial steps need); "
+             "OMP_WAIT_POLICY=passive gives stable numbers. cKDTree uses its own threads and is not affected")
 NOTES.append("ours = k-d tree build + queries in one call; cKDTree = build + query(workers = threads); "
              "ball query rows compare with cKDTree.query(k, distance_upper_bound=r), the same 'k nearest within r'")
 
