@@ -16,11 +16,14 @@ TORCH_LIBRARY(pointmae, m) {
   // Returns (B, num_samples) int64 indices into the packed points.
   m.def("fps(Tensor points, Tensor offsets, int num_samples, Tensor start_idx) -> Tensor");
 
-  // ---------------------------------------------------------------- neighbours (csrc/knn, csrc/ball_query)
-  // k nearest neighbours of every query among the points of the same cloud.
-  // Returns (dist2 (Q, k) sorted ascending, idx (Q, k) int64; -1 / inf where a cloud has < k points).
+  // ---------------------------------------------------------------- neighbours (csrc/neighbors)
+  // k nearest neighbours of every query among the points of the same cloud (query cloud b searches
+  // point cloud b; both offsets have length B+1). Exact: dist2 = dx*dx + dy*dy + dz*dz in the input
+  // dtype (csrc/neighbors/neighbors_core.h). Returns (dist2 (Q, k) sorted ascending, ties by lowest
+  // index; idx (Q, k) int64 packed indices; -1 / inf where a cloud has < k points).
   m.def("knn(Tensor query, Tensor query_offsets, Tensor points, Tensor point_offsets, int k) -> (Tensor, Tensor)");
-  // Up to k neighbours within `radius`, nearest first. Returns (dist2 (Q, k), idx (Q, k)), padded -1 / inf.
+  // Up to k neighbours with dist2 <= radius^2, nearest first, ties by lowest index.
+  // Returns (dist2 (Q, k), idx (Q, k)), padded -1 / inf.
   m.def("ball_query(Tensor query, Tensor query_offsets, Tensor points, Tensor point_offsets, float radius, int k) -> (Tensor, Tensor)");
 
   // ---------------------------------------------------------------- grouping (csrc/gather)
