@@ -114,8 +114,9 @@ struct ScanTask {
 
 // Splits every (direction, cloud) scan into blocks of queries of about kPairsPerTask distance
 // evaluations, so tasks cost about the same whatever the cloud sizes.
+constexpr int64_t kPairsPerTask = 1 << 16;
+
 std::vector<ScanTask> make_tasks(const int64_t* xo, const int64_t* yo, int64_t clouds) {
-  constexpr int64_t kPairsPerTask = 1 << 16;
   std::vector<ScanTask> tasks;
   for (int direction = 0; direction < 2; ++direction) {
     const int64_t* qo = direction == 0 ? xo : yo;
@@ -198,7 +199,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cpu(
     const T* yp[3] = {ys.data_ptr<T>(), ys.data_ptr<T>() + ny, ys.data_ptr<T>() + 2 * ny};
     scalar_t* dist[2] = {dist_x.data_ptr<scalar_t>(), dist_y.data_ptr<scalar_t>()};
     int64_t* index[2] = {idx_x.data_ptr<int64_t>(), idx_y.data_ptr<int64_t>()};
-    at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+    // Tasks of tiny clouds (Point-MAE patches: 32 x 32 pairs) are batched so that every chunk handed
+    // to a thread is worth at least kPairsPerTask distance evaluations.
+    int64_t total_pairs = 0;
+    for (const ScanTask& t : tasks) total_pairs += (t.query_end - t.query_begin) * (t.partner_end - t.partner_begin);
+    const int64_t num_tasks = static_cast<int64_t>(tasks.size());
+    const int64_t mean_pairs = std::max<int64_t>(1, total_pairs / std::max<int64_t>(1, num_tasks));
+    const int64_t grain = std::max<int64_t>(1, kPairsPerTask / mean_pairs);
+    at::parallel_for(0, num_tasks, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const ScanTask& task = tasks[t];
         const int dir = task.direction;

@@ -101,7 +101,7 @@ def _per_cloud_means(x, x_offsets, y, y_offsets, transform):
         raise ValueError(f"chamfer loss: every cloud needs at least one point in x and in y, but cloud {b} has "
                          f"{int(x_sizes[b])} points in x and {int(y_sizes[b])} in y")
     dist_x, _, dist_y, _ = _ops.chamfer_distance(xp, xo, yp, yo)
-    # segment_reduce: a per-cloud mean without atomics (deterministic), differentiable.
+    # segment_reduce: a differentiable per-cloud mean, one sum per segment (no scatter atomics).
     mean_x = torch.segment_reduce(transform(dist_x), "mean", lengths=x_sizes)
     mean_y = torch.segment_reduce(transform(dist_y), "mean", lengths=y_sizes)
     return mean_x, mean_y
@@ -122,7 +122,9 @@ def chamfer_loss_l2(x: torch.Tensor, x_offsets: Optional[torch.Tensor], y: torch
     Per cloud b: ``mean_i dist_x[i] + mean_j dist_y[j]`` (squared distances, each direction averaged
     over its own points). reduction="mean" (default) averages over the B clouds -> scalar;
     reduction="none" returns (B,). Arguments as in `chamfer_distance` (packed with offsets, or padded
-    with None offsets). Every cloud must have at least one point in x and in y (ValueError).
+    with None offsets). Every cloud must have at least one point in x and in y (ValueError). With packed
+    input that check reads the cloud sizes on the host (a graph break under torch.compile); padded input
+    is checked from the shapes and compiles with fullgraph=True.
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}")
