@@ -14,6 +14,9 @@
 namespace pointmae {
 namespace {
 
+// Up to this many threads the backward scans idx once per thread instead of building an inverse index.
+constexpr int64_t kOwnerScanMaxThreads = 8;
+
 at::Tensor gather_points_cpu(const at::Tensor& features_in, const at::Tensor& idx_in) {
   gather::check_forward(features_in, idx_in);
   const auto features = features_in.contiguous();
@@ -45,14 +48,37 @@ at::Tensor gather_points_backward_cpu(const at::Tensor& grad_out_in, const at::T
   const int64_t channels = grad_out.size(2);
   auto grad_features = at::zeros({num_points, channels}, grad_out.options());
   if (idx.numel() == 0 || channels == 0 || num_points == 0) return grad_features;
-  std::vector<int64_t> row_ptr, entries;
-  inverse_index_host(idx.data_ptr<int64_t>(), idx.numel(), num_points, row_ptr, entries);
-  const int64_t grain = std::max<int64_t>(1, 4096 / channels);
+  const int64_t num_entries = idx.numel();
+  const int64_t* idx_ptr = idx.data_ptr<int64_t>();
+  const int64_t threads = at::get_num_threads();
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(grad_out.scalar_type(), "gather_points_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* g = grad_out.data_ptr<scalar_t>();
     scalar_t* dst = grad_features.data_ptr<scalar_t>();
-    // Parallel across points; each point sums its own entries in increasing order.
+    // Every point sums its entries in increasing entry order, from zero, in acc_t: both strategies
+    // below give the same bits, whatever the thread count.
+    if (threads <= kOwnerScanMaxThreads) {
+      // Few threads: each owns a contiguous range of points and scans all of idx in order, adding
+      // only the entries that fall in its range. Reading idx once per thread is cheaper than
+      // building an inverse index when there are few threads.
+      at::parallel_for(0, threads, 1, [&](int64_t t_begin, int64_t t_end) {
+        for (int64_t t = t_begin; t < t_end; ++t) {
+          const int64_t lo = num_points * t / threads, hi = num_points * (t + 1) / threads;
+          if (lo == hi) continue;
+          std::vector<acc_t> acc((hi - lo) * channels, acc_t(0));
+          for (int64_t e = 0; e < num_entries; ++e) {
+            const int64_t p = idx_ptr[e];
+            if (p >= lo && p < hi) gather::add_entry_row(acc.data() + (p - lo) * channels, g, channels, e);
+          }
+          for (int64_t v = 0; v < (hi - lo) * channels; ++v) dst[lo * channels + v] = static_cast<scalar_t>(acc[v]);
+        }
+      });
+      return;
+    }
+    // Many threads: an inverse index (stable counting sort), then parallel across points.
+    std::vector<int64_t> row_ptr, entries;
+    inverse_index_host(idx_ptr, num_entries, num_points, row_ptr, entries);
+    const int64_t grain = std::max<int64_t>(1, 4096 / channels);
     at::parallel_for(0, num_points, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(channels);
       for (int64_t p = begin; p < end; ++p) {
