@@ -18,41 +18,53 @@
 
 #include <cstdint>
 
+// Everything here is force-inlined on the host too: the CPU kernel calls these functions with SIMD
+// vector arguments from a function compiled for AVX2 (target_clones), and an out-of-line call
+// between code built for different targets would pass those vectors with mismatched ABIs (GCC's
+// -Wpsabi note). Inlined, the vectors never cross a call.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define CHAMFER_INLINE HOST_DEVICE_INLINE
+#elif defined(__GNUC__)
+#define CHAMFER_INLINE inline __attribute__((always_inline))
+#else
+#define CHAMFER_INLINE inline
+#endif
+
 namespace pointmae {
 namespace chamfer {
 
 // Products and sums rounded on their own. The templates serve any other type with arithmetic
 // operators (the CPU kernel's SIMD vectors); float and double take the overloads below.
 template <typename T>
-HOST_DEVICE_INLINE T mul_rn(T a, T b) {
+CHAMFER_INLINE T mul_rn(T a, T b) {
   return a * b;
 }
 template <typename T>
-HOST_DEVICE_INLINE T add_rn(T a, T b) {
+CHAMFER_INLINE T add_rn(T a, T b) {
   return a + b;
 }
-HOST_DEVICE_INLINE float mul_rn(float a, float b) {
+CHAMFER_INLINE float mul_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-HOST_DEVICE_INLINE float add_rn(float a, float b) {
+CHAMFER_INLINE float add_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-HOST_DEVICE_INLINE double mul_rn(double a, double b) {
+CHAMFER_INLINE double mul_rn(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-HOST_DEVICE_INLINE double add_rn(double a, double b) {
+CHAMFER_INLINE double add_rn(double a, double b) {
 #ifdef __CUDA_ARCH__
   return __dadd_rn(a, b);
 #else
@@ -63,7 +75,7 @@ HOST_DEVICE_INLINE double add_rn(double a, double b) {
 // The one definition of the squared distance (see the file comment). T is a scalar, or on the CPU a
 // SIMD vector of them (a GCC/Clang vector type), to which the same operations apply lane by lane.
 template <typename T>
-HOST_DEVICE_INLINE T squared_distance(T ax, T ay, T az, T bx, T by, T bz) {
+CHAMFER_INLINE T squared_distance(T ax, T ay, T az, T bx, T by, T bz) {
   const T dx = ax - bx;
   const T dy = ay - by;
   const T dz = az - bz;
@@ -73,14 +85,14 @@ HOST_DEVICE_INLINE T squared_distance(T ax, T ay, T az, T bx, T by, T bz) {
 // Whether distance d beats the best so far: strictly smaller, or the best is NaN and d is not.
 // Candidates are visited in increasing index, so "strictly" keeps ties at the lowest index.
 template <typename T>
-HOST_DEVICE_INLINE bool closer(T d, T best) {
+CHAMFER_INLINE bool closer(T d, T best) {
   return d < best || (best != best && d == d);
 }
 
 // Combines two candidates (d, j) when lanes that scanned different indices are merged: the closer
 // one, and on equal distances (or both NaN) the lower index.
 template <typename T, typename I>
-HOST_DEVICE_INLINE bool better_candidate(T d, I j, T best_d, I best_j) {
+CHAMFER_INLINE bool better_candidate(T d, I j, T best_d, I best_j) {
   if (closer(d, best_d)) return true;
   if (closer(best_d, d)) return false;
   return j < best_j;
@@ -89,7 +101,7 @@ HOST_DEVICE_INLINE bool better_candidate(T d, I j, T best_d, I best_j) {
 // Gradient of g * d(a, b) w.r.t. a, added to (ox, oy, oz): 2 g (a - b). The gradient w.r.t. b is
 // the negative, i.e. the same function with a and b swapped.
 template <typename T>
-HOST_DEVICE_INLINE void add_distance_gradient(T g, T ax, T ay, T az, T bx, T by, T bz, T& ox, T& oy, T& oz) {
+CHAMFER_INLINE void add_distance_gradient(T g, T ax, T ay, T az, T bx, T by, T bz, T& ox, T& oy, T& oz) {
   const T two_g = T(2) * g;
   ox += two_g * (ax - bx);
   oy += two_g * (ay - by);
