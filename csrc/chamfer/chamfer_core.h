@@ -89,15 +89,6 @@ CHAMFER_INLINE bool closer(T d, T best) {
   return d < best || (best != best && d == d);
 }
 
-// Combines two candidates (d, j) when lanes that scanned different indices are merged: the closer
-// one, and on equal distances (or both NaN) the lower index.
-template <typename T, typename I>
-CHAMFER_INLINE bool better_candidate(T d, I j, T best_d, I best_j) {
-  if (closer(d, best_d)) return true;
-  if (closer(best_d, d)) return false;
-  return j < best_j;
-}
-
 // Gradient of g * d(a, b) w.r.t. a, added to (ox, oy, oz): 2 g (a - b). The gradient w.r.t. b is
 // the negative, i.e. the same function with a and b swapped.
 template <typename T>

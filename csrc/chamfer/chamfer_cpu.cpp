@@ -3,14 +3,17 @@
 // Forward: a brute-force nearest-neighbour scan per cloud, which for the clouds that matter here
 // (Point-MAE patches of 32 points, objects of up to a few thousand points) beats any spatial index.
 // Both clouds are first copied to structure-of-arrays form (xs, ys, zs) in the compute type, so the
-// scan over partner points is a unit-stride loop that the compiler vectorises: kLanes independent
+// scan over partner points is a unit-stride loop over GCC/Clang vector types: kLanes independent
 // running minima (one per SIMD lane, each with its own index), merged at the end with the tie rule of
-// chamfer_core.h. Memory is O(Nx + Ny): no distance matrix is ever formed.
+// chamfer_core.h. Memory is O(Nx + Ny): no distance matrix is ever formed. (Built with -mfma, the
+// compiler could contract the distance into FMAs and break bit-parity with the reference: the
+// build flags in setup.py do not enable it; the AVX2 clone below does not either.)
 // Work is split into tasks (direction, cloud, block of queries) of similar cost, run in parallel.
 //
 // Backward: per point, its own term 2 g (p - nearest) plus the terms of the partner points that chose
 // it, visited in increasing order through an inverse index (a counting sort), so no two threads ever
 // write the same gradient and the sums are deterministic.
+
 // The SIMD vector types only live inside inlined functions of this file: the ABI note about passing
 // them by value does not apply.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -28,8 +31,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <limits>
+#include <type_traits>
 #include <tuple>
 #include <vector>
 
@@ -47,63 +50,81 @@ struct Lanes {
   typedef Index Indices __attribute__((vector_size(kLanes * sizeof(T))));
 };
 
-// Nearest of `n` partner points (SoA px, py, pz) to the query (qx, qy, qz), with the ordering of
-// chamfer_core.h. Returns the local index, or -1 when n = 0.
-template <typename T>
-__attribute__((always_inline)) inline int64_t nearest_partner(T qx, T qy, T qz, const T* px, const T* py,
-                                                              const T* pz, int64_t n, T& out_d) {
+// Nearest of `n` partner points (SoA px, py, pz) to each of the Q queries (qx[k], qy[k], qz[k]), with
+// the ordering of chamfer_core.h: writes out_d[k] and the local index out_j[k] (-1 when n = 0).
+// Q queries share every partner load, and their Q independent dependency chains (compare, select)
+// overlap in the pipeline, which matters most for tiny partner clouds.
+template <typename T, int Q>
+__attribute__((always_inline)) inline void nearest_partners(const T* qx, const T* qy, const T* qz, const T* px,
+                                                            const T* py, const T* pz, int64_t n, T* out_d,
+                                                            int64_t* out_j) {
   using Value = typename Lanes<T>::Value;
   using Indices = typename Lanes<T>::Indices;
   using Index = typename Lanes<T>::Index;
   constexpr int kLanes = Lanes<T>::kLanes;
-  // Hot loop: kLanes running minima with plain `<`. As long as `best` holds a number (it starts at
-  // +inf and only takes values that compared smaller), `d < best` is exactly closer(d, best): NaN
-  // distances are never taken, and ties keep the lane's first (lowest) index.
-  Value best = Value{} + std::numeric_limits<T>::infinity();
-  Indices best_j = Indices{} - 1;
+  constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
+  // Hot loop: kLanes running minima per query with plain `<`. As long as `best` holds a number (it
+  // starts at +inf and only takes values that compared smaller), `d < best` is exactly
+  // closer(d, best): NaN distances are never taken, and ties keep the lane's first (lowest) index.
+  Value best[Q], vqx[Q], vqy[Q], vqz[Q];
+  Indices best_j[Q];
+  for (int k = 0; k < Q; ++k) {
+    best[k] = Value{} + std::numeric_limits<T>::infinity();
+    best_j[k] = Indices{} - 1;
+    vqx[k] = Value{} + qx[k];
+    vqy[k] = Value{} + qy[k];
+    vqz[k] = Value{} + qz[k];
+  }
   Indices lane;
   for (int l = 0; l < kLanes; ++l) lane[l] = l;
-  const Value vqx = Value{} + qx, vqy = Value{} + qy, vqz = Value{} + qz;
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     Value bx, by, bz;
     std::memcpy(&bx, px + j, sizeof(Value));
     std::memcpy(&by, py + j, sizeof(Value));
     std::memcpy(&bz, pz + j, sizeof(Value));
-    const Value d = chamfer::squared_distance(vqx, vqy, vqz, bx, by, bz);
-    const auto take = d < best;
-    best = take ? d : best;
-    best_j = take ? lane + static_cast<Index>(j) : best_j;
-  }
-  // Merge the lanes (closer distance, then lower index), then the remainder, whose indices are higher.
-  T d = std::numeric_limits<T>::infinity();
-  int64_t jbest = -1;
-  for (int l = 0; l < kLanes; ++l) {
-    if (best_j[l] >= 0 && (jbest < 0 || chamfer::better_candidate<T, int64_t>(best[l], best_j[l], d, jbest))) {
-      d = best[l];
-      jbest = best_j[l];
+    const Indices index = lane + static_cast<Index>(j);
+    for (int k = 0; k < Q; ++k) {
+      const Value d = chamfer::squared_distance(vqx[k], vqy[k], vqz[k], bx, by, bz);
+      const auto take = d < best[k];
+      best[k] = take ? d : best[k];
+      best_j[k] = take ? index : best_j[k];
     }
   }
-  for (; j < n; ++j) {
-    const T dj = chamfer::squared_distance(qx, qy, qz, px[j], py[j], pz[j]);
-    if (dj < d) {
-      d = dj;
-      jbest = j;
+  for (int k = 0; k < Q; ++k) {
+    // Merge the lanes without branches: the smallest distance, then the smallest index among the
+    // lanes holding it. Lanes that took nothing hold +inf / -1; if all do, d = +inf and jbest = -1.
+    T d = best[k][0];
+    for (int l = 1; l < kLanes; ++l) d = best[k][l] < d ? best[k][l] : d;
+    int64_t jbest = kNone;
+    for (int l = 0; l < kLanes; ++l) {
+      const int64_t candidate = best[k][l] == d && best_j[k][l] >= 0 ? static_cast<int64_t>(best_j[k][l]) : kNone;
+      jbest = candidate < jbest ? candidate : jbest;
     }
-  }
-  if (jbest < 0 && n > 0) {
-    // No distance below +inf (overflowing coordinates, NaN): a scalar pass with the full ordering,
-    // which takes the first +inf, else (all NaN) index 0 with NaN.
-    for (int64_t k = 0; k < n; ++k) {
-      const T dk = chamfer::squared_distance(qx, qy, qz, px[k], py[k], pz[k]);
-      if (jbest < 0 || chamfer::closer(dk, d)) {
-        d = dk;
-        jbest = k;
+    if (jbest == kNone) jbest = -1;
+    // The remainder, whose indices are all higher.
+    for (int64_t r = j; r < n; ++r) {
+      const T dr = chamfer::squared_distance(qx[k], qy[k], qz[k], px[r], py[r], pz[r]);
+      if (dr < d) {
+        d = dr;
+        jbest = r;
       }
     }
+    if (jbest < 0 && n > 0) {
+      // No distance below +inf (overflowing coordinates, NaN): a scalar pass with the full ordering,
+      // which takes the first +inf, else (all NaN) index 0 with NaN.
+      for (int64_t r = 0; r < n; ++r) {
+        const T dr = chamfer::squared_distance(qx[k], qy[k], qz[k], px[r], py[r], pz[r]);
+        if (jbest < 0 || chamfer::closer(dr, d)) {
+          d = dr;
+          jbest = r;
+        }
+      }
+    }
+    if (n == 0) d = std::numeric_limits<T>::infinity();
+    out_d[k] = d;
+    out_j[k] = jbest;
   }
-  out_d = d;
-  return jbest;
 }
 
 struct ScanTask {
@@ -139,11 +160,21 @@ __attribute__((always_inline)) inline void scan_task(const ScanTask& task, const
                                                      scalar_t* dist, int64_t* index) {
   const int64_t pb = task.partner_begin;
   const int64_t n = task.partner_end - pb;
-  for (int64_t i = task.query_begin; i < task.query_end; ++i) {
-    T d;
-    const int64_t j = nearest_partner<T>(q[0][i], q[1][i], q[2][i], p[0] + pb, p[1] + pb, p[2] + pb, n, d);
-    dist[i] = static_cast<scalar_t>(d);
-    index[i] = j < 0 ? -1 : pb + j;
+  constexpr int kBlock = 4;  // queries per partner pass
+  T d[kBlock];
+  int64_t j[kBlock];
+  int64_t i = task.query_begin;
+  for (; i + kBlock <= task.query_end; i += kBlock) {
+    nearest_partners<T, kBlock>(q[0] + i, q[1] + i, q[2] + i, p[0] + pb, p[1] + pb, p[2] + pb, n, d, j);
+    for (int k = 0; k < kBlock; ++k) {
+      dist[i + k] = static_cast<scalar_t>(d[k]);
+      index[i + k] = j[k] < 0 ? -1 : pb + j[k];
+    }
+  }
+  for (; i < task.query_end; ++i) {
+    nearest_partners<T, 1>(q[0] + i, q[1] + i, q[2] + i, p[0] + pb, p[1] + pb, p[2] + pb, n, d, j);
+    dist[i] = static_cast<scalar_t>(d[0]);
+    index[i] = j[0] < 0 ? -1 : pb + j[0];
   }
 }
 

@@ -67,6 +67,7 @@ def cases(device, quick):
         _chamfer_case(device, 32, 2048, 2048, "32 clouds x 2048 vs 2048", threads, True, 5),
         _chamfer_case(device, 32 * 26, 32, 32, "Point-MAE: 32*26 masked patches x 32 vs 32", threads, True, 10),
         _chamfer_case(device, 128, 1024, 1024, "128 clouds x 1024 vs 1024", threads, True, 5),
+        _chamfer_case(device, 1, 8192, 8192, "1 cloud x 8192 vs 8192", threads, True, 5),
     ]
     # Small ops are also measured on one thread: on a loaded machine the cost of waking a second
     # thread can dominate them.
