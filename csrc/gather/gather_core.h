@@ -14,7 +14,8 @@
 namespace pointmae {
 namespace gather {
 
-// One value of the forward: a padding entry (src < 0) reads as zero.
+// One value of the forward: a padding entry (src < 0) reads as zero. (The CPU kernel does the same a
+// whole row at a time: memcpy, or zeros for padding.)
 template <typename scalar_t>
 HOST_DEVICE_INLINE scalar_t gathered_value(const scalar_t* features, int64_t channels, int64_t src, int64_t c) {
   return src < 0 ? scalar_t(0) : features[src * channels + c];

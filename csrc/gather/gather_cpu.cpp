@@ -9,6 +9,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace pointmae {
@@ -34,7 +36,11 @@ at::Tensor gather_points_cpu(const at::Tensor& features_in, const at::Tensor& id
     at::parallel_for(0, entries, grain, [&](int64_t begin, int64_t end) {
       for (int64_t e = begin; e < end; ++e) {
         const int64_t src = idx_ptr[e];
-        for (int64_t c = 0; c < channels; ++c) dst[e * channels + c] = gather::gathered_value(feat, channels, src, c);
+        if (src < 0) {
+          std::fill(dst + e * channels, dst + (e + 1) * channels, scalar_t(0));  // padding row
+        } else {
+          std::memcpy(dst + e * channels, feat + src * channels, channels * sizeof(scalar_t));
+        }
       }
     });
   });
@@ -65,12 +71,16 @@ at::Tensor gather_points_backward_cpu(const at::Tensor& grad_out_in, const at::T
         for (int64_t t = t_begin; t < t_end; ++t) {
           const int64_t lo = num_points * t / threads, hi = num_points * (t + 1) / threads;
           if (lo == hi) continue;
-          std::vector<acc_t> acc((hi - lo) * channels, acc_t(0));
+          // float / double accumulate in place (dst starts at zero); half through a float buffer.
+          std::vector<acc_t> buffer(std::is_same_v<acc_t, scalar_t> ? 0 : (hi - lo) * channels, acc_t(0));
+          acc_t* acc = std::is_same_v<acc_t, scalar_t> ? reinterpret_cast<acc_t*>(dst + lo * channels) : buffer.data();
           for (int64_t e = 0; e < num_entries; ++e) {
             const int64_t p = idx_ptr[e];
-            if (p >= lo && p < hi) gather::add_entry_row(acc.data() + (p - lo) * channels, g, channels, e);
+            if (p >= lo && p < hi) gather::add_entry_row(acc + (p - lo) * channels, g, channels, e);
           }
-          for (int64_t v = 0; v < (hi - lo) * channels; ++v) dst[lo * channels + v] = static_cast<scalar_t>(acc[v]);
+          if constexpr (!std::is_same_v<acc_t, scalar_t>) {
+            for (int64_t v = 0; v < (hi - lo) * channels; ++v) dst[lo * channels + v] = static_cast<scalar_t>(buffer[v]);
+          }
         }
       });
       return;
