@@ -35,6 +35,7 @@ TORCH_LIBRARY(pointmae, m) {
   // ---------------------------------------------------------------- Chamfer distance (csrc/chamfer)
   // Returns (dist_x (Nx,), idx_x (Nx,), dist_y (Ny,), idx_y (Ny,)): for every point of x its squared
   // distance to the nearest point of y in the same cloud and that point's packed index; and the reverse.
+  // Ties to the lowest index; +inf / -1 where the partner cloud is empty. Memory O(Nx + Ny).
   m.def("chamfer_distance(Tensor x, Tensor x_offsets, Tensor y, Tensor y_offsets) -> (Tensor, Tensor, Tensor, Tensor)");
   // Gradients of sum(grad_dist_x * dist_x) + sum(grad_dist_y * dist_y) w.r.t. x and y, deterministic.
   m.def("chamfer_distance_backward(Tensor grad_dist_x, Tensor grad_dist_y, Tensor x, Tensor y, Tensor idx_x, Tensor idx_y) -> (Tensor, Tensor)");
