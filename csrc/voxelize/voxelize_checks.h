@@ -56,6 +56,7 @@ inline GridParams make_grid(const char* op, at::ArrayRef<double> voxel_size, at:
     g.origin[d] = lo;
     g.upper[d] = hi;
     g.size[d] = v;
+    g.inv_size[d] = 1.0 / v;
     g.dims[d] = static_cast<int64_t>(dim);
     cells *= dim;
   }

@@ -1,15 +1,20 @@
 // CPU kernels of voxelize / voxelize_dynamic / scatter_to_voxels.
 //
-// Voxelization runs in four steps, all deterministic whatever the thread count:
-//  A. keys: every point's voxel key (or a drop status), in parallel over all points.
-//  B. grouping: an open-addressing hash table (linear probing) per (cloud, shard) maps a key to its
-//     first point and counts the points seen so far. A large cloud is split into shards by a hash of
-//     the key: every thread walks the whole cloud in point order but handles only the keys of its own
-//     shard, so every voxel is owned by one thread, which sees its points in input order. This gives
-//     each point its voxel's first point and its rank inside the voxel (slot) with no locks, and the
-//     result does not depend on the number of shards. Memory is O(points), never O(grid cells).
-//  C. ordering: one pass per cloud numbers the voxels by first appearance (a voxel is numbered at
-//     its first point), applies max_voxels and counts the statistics.
+// Voxelization runs in these steps, all deterministic whatever the thread count:
+//  A. keys: every point's voxel key (or a drop status: outside the range, non-finite).
+//  B. grouping: an open-addressing hash table (linear probing, load <= 1/2) maps a key to its voxel.
+//     Memory is O(points), never O(grid cells) (KITTI at 0.05 m would be 90M cells).
+//     - A cloud handled by one thread (small clouds, or one thread) is walked once in point order,
+//       computing keys as it goes: a new key gets the next voxel number, so voxels are numbered by
+//       first appearance, and the running count of a voxel is the slot of the point inside it (the
+//       serial algorithm of VoxelNet / SECOND, with the table slot of a point prefetched ahead).
+//       Clouds of a batch run in parallel.
+//     - A large cloud (>= 2 x kPointsPerShard points with several threads) first gets all its keys in
+//       parallel (A), then is split into shards by a hash of the key: every thread walks the whole
+//       cloud in point order but handles only its own keys, so a voxel is owned by one thread that sees
+//       its points in input order; it records each point's voxel's first point and slot.
+//  C. sharded clouds: one serial pass numbers the voxels at their first point, in point order. The
+//     result is the same as the serial walk's, bit for bit.
 //  D. output: every point is copied to (voxel, slot) in parallel; slots >= max_points_per_voxel and
 //     voxels numbered >= max_voxels are dropped ("over capacity").
 #include <ATen/ATen.h>
@@ -20,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "common/checks.h"
@@ -30,32 +36,60 @@ namespace pointmae {
 namespace voxelize {
 namespace {
 
-// A cloud is split into shards for step B only when it has at least this many points per shard:
-// below that, the walk over the whole cloud that every shard does costs more than it saves.
-constexpr int64_t kPointsPerShard = 16384;
+// A cloud is split into shards only when every shard gets at least this many points: below that, the
+// walk over the whole cloud that every shard does, and the extra numbering pass, cost more than they save.
+constexpr int64_t kPointsPerShard = 32768;
+// How many points ahead the table slot is prefetched (about a memory latency of work).
+constexpr int64_t kPrefetchDistance = 16;
 
-struct Assignment {
-  std::vector<int64_t> keys;             // (N,) voxel key, or kOutsideRange / kNonFinite
-  std::vector<int64_t> first;            // (N,) packed index of the first point of the voxel, -1 if dropped
-  std::vector<int32_t> slot;             // (N,) rank of the point among its voxel's points, input order
-  std::vector<int32_t> count_at_leader;  // (N,) number of points of the voxel, stored at its first point
-  std::vector<int64_t> rank;             // (N,) voxel number in its cloud, stored at its first point
+template <typename T>
+std::unique_ptr<T[]> uninitialized(int64_t n) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);  // no value-initialisation: written before read
+}
+
+// One entry of the open-addressing table: 16 bytes, so a probe touches one cache line.
+struct Entry {
+  int64_t key;    // -1 = empty
+  int32_t value;  // voxel number (serial walk) or first point, local to the cloud (sharded walk)
+  int32_t count;  // points of this voxel seen so far
 };
 
-template <typename scalar_t>
-void compute_keys(const at::Tensor& points, const GridParams& grid, Assignment& a) {
-  const scalar_t* p = points.data_ptr<scalar_t>();
-  const int64_t n = points.size(0), c = points.size(1);
-  int64_t* keys = a.keys.data();
-  int64_t* first = a.first.data();
-  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const scalar_t* row = p + i * c;
-      keys[i] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
-      first[i] = -1;
+class Table {
+ public:
+  explicit Table(int64_t members) {
+    uint64_t capacity = 16;
+    while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1;
+    mask_ = capacity - 1;
+    entries_ = uninitialized<Entry>(static_cast<int64_t>(capacity));
+    for (uint64_t i = 0; i < capacity; ++i) entries_[i].key = -1;
+  }
+  // The entry of `key`; if absent, inserted (key set, count 0) when `may_insert`, else nullptr.
+  Entry* find_or_insert(int64_t key, uint64_t hash, bool may_insert, bool& inserted) {
+    uint64_t at = hash & mask_;
+    inserted = false;
+    while (true) {
+      Entry& e = entries_[at];
+      if (e.key == key) return &e;
+      if (e.key == -1) {
+        if (!may_insert) return nullptr;
+        e.key = key;
+        e.count = 0;
+        inserted = true;
+        return &e;
+      }
+      at = (at + 1) & mask_;
     }
-  });
-}
+  }
+  // Starts loading the line of `hash`'s home slot: probes are random accesses into a table larger
+  // than L1, and the keys of the next points are known in advance.
+  void prefetch(uint64_t hash) const { __builtin_prefetch(&entries_[hash & mask_]); }
+  uint64_t capacity() const { return mask_ + 1; }
+  const Entry& at(uint64_t i) const { return entries_[i]; }
+
+ private:
+  uint64_t mask_;
+  std::unique_ptr<Entry[]> entries_;
+};
 
 inline int64_t shard_of(uint64_t hash, int64_t num_shards) {
   // Multiply-shift on the high half of the hash: uniform over [0, num_shards), and independent of the
@@ -63,121 +97,252 @@ inline int64_t shard_of(uint64_t hash, int64_t num_shards) {
   return static_cast<int64_t>(((hash >> 32) * static_cast<uint64_t>(num_shards)) >> 32);
 }
 
-// Step B for the keys of one shard of the cloud [begin, end).
-void group_shard(Assignment& a, int64_t begin, int64_t end, int64_t shard, int64_t num_shards) {
-  const int64_t* keys = a.keys.data();
-  int64_t members = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    if (keys[i] >= 0 && (num_shards == 1 || shard_of(mix_hash(keys[i]), num_shards) == shard)) ++members;
+// Per-cloud result of steps B-C.
+struct Cloud {
+  int64_t begin = 0, end = 0, num_shards = 1;
+  std::vector<int64_t> voxel_key;    // (voxels seen,) key of every voxel, in first-appearance order
+  std::vector<int32_t> voxel_count;  // (voxels seen,) its number of points
+  int64_t outside = 0, non_finite = 0;
+};
+
+struct Assignment {
+  std::unique_ptr<int64_t[]> key;    // (N,) sharded clouds only: voxel key, or kOutsideRange / kNonFinite
+  std::unique_ptr<int32_t[]> voxel;  // (N,) voxel number inside the cloud, -1 if dropped
+  std::unique_ptr<int32_t[]> slot;   // (N,) rank of the point among its voxel's points, input order
+  std::unique_ptr<int32_t[]> first;  // (N,) sharded clouds only: first point of the voxel (local)
+  std::unique_ptr<int32_t[]> count;  // (N,) sharded clouds only: voxel size, stored at its first point
+};
+
+// Steps A and B fused, one thread for the whole cloud. Keys are computed a chunk at a time into a
+// buffer that stays in L1, so the table slot of a point can be prefetched a few points ahead. Voxels
+// after the first max_voxels are never stored (their points are over capacity), so the table holds at
+// most min(points, max_voxels) keys: with the usual caps (16k-40k voxels) it stays in the L2 cache.
+template <typename scalar_t>
+void group_serial(const scalar_t* points, int64_t channels, const GridParams& grid, Assignment& a, Cloud& cloud,
+                  int64_t max_voxels) {
+  const int64_t capacity_needed = std::min(cloud.end - cloud.begin, max_voxels);
+  Table table(capacity_needed);
+  constexpr int64_t kChunk = 512;
+  int64_t chunk_key[kChunk];
+  // Consecutive LiDAR returns often share a voxel: remember the last entry and skip the hash probe.
+  int64_t last_key = -1;
+  Entry* last = nullptr;
+  int64_t voxels = 0;
+  // Locals, not members of `cloud` / `a`: stores through those could alias and would be redone (and
+  // reloaded) on every iteration.
+  int64_t outside = 0, non_finite = 0;
+  int32_t* voxel_of = a.voxel.get();
+  int32_t* slot_of = a.slot.get();
+  for (int64_t chunk = cloud.begin; chunk < cloud.end; chunk += kChunk) {
+    const int64_t size = std::min(kChunk, cloud.end - chunk);
+    for (int64_t j = 0; j < size; ++j) {
+      const scalar_t* row = points + (chunk + j) * channels;
+      chunk_key[j] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+    }
+    for (int64_t j = 0; j < size; ++j) {
+      if (j + kPrefetchDistance < size) {
+        // A key equal to its predecessor's was prefetched already (and will hit the last-entry cache).
+        const int64_t ahead = chunk_key[j + kPrefetchDistance];
+        if (ahead >= 0 && ahead != chunk_key[j + kPrefetchDistance - 1]) {
+          table.prefetch(mix_hash(static_cast<uint64_t>(ahead)));
+        }
+      }
+      const int64_t i = chunk + j;
+      const int64_t key = chunk_key[j];
+      if (key < 0) {
+        voxel_of[i] = -1;
+        outside += key == kOutsideRange;
+        non_finite += key == kNonFinite;
+        continue;
+      }
+      if (key != last_key) {
+        bool inserted;
+        last = table.find_or_insert(key, mix_hash(static_cast<uint64_t>(key)), voxels < max_voxels, inserted);
+        last_key = key;
+        if (inserted) {
+          last->value = static_cast<int32_t>(voxels++);
+          cloud.voxel_key.push_back(key);
+        }
+      }
+      if (last == nullptr) {  // a voxel beyond max_voxels
+        voxel_of[i] = -1;
+        continue;
+      }
+      voxel_of[i] = last->value;
+      slot_of[i] = last->count++;
+    }
   }
-  if (members == 0) return;
-  uint64_t capacity = 16;
-  while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1;  // load factor <= 1/2
-  const uint64_t mask = capacity - 1;
-  std::vector<int64_t> table_key(capacity, -1);
-  std::vector<int64_t> table_first(capacity);
-  std::vector<int32_t> table_count(capacity);
-  int64_t* first = a.first.data();
-  int32_t* slot = a.slot.data();
-  for (int64_t i = begin; i < end; ++i) {
+  cloud.outside = outside;
+  cloud.non_finite = non_finite;
+  cloud.voxel_count.resize(cloud.voxel_key.size());
+  for (uint64_t t = 0; t < table.capacity(); ++t) {
+    const Entry& e = table.at(t);
+    if (e.key != -1) cloud.voxel_count[e.value] = e.count;
+  }
+}
+
+// Step B, the keys of one shard of a cloud.
+void group_shard(Assignment& a, const Cloud& cloud, int64_t shard) {
+  const int64_t* keys = a.key.get();
+  int32_t* first_of = a.first.get();
+  int32_t* slot_of = a.slot.get();
+  int64_t members = 0;
+  for (int64_t i = cloud.begin; i < cloud.end; ++i) {
+    members += keys[i] >= 0 && shard_of(mix_hash(static_cast<uint64_t>(keys[i])), cloud.num_shards) == shard;
+  }
+  Table table(members);
+  for (int64_t i = cloud.begin; i < cloud.end; ++i) {
     const int64_t key = keys[i];
     if (key < 0) continue;
     const uint64_t h = mix_hash(static_cast<uint64_t>(key));
-    if (num_shards > 1 && shard_of(h, num_shards) != shard) continue;
-    uint64_t at = h & mask;
-    while (table_key[at] != -1 && table_key[at] != key) at = (at + 1) & mask;
-    if (table_key[at] == -1) {
-      table_key[at] = key;
-      table_first[at] = i;
-      table_count[at] = 1;
-      first[i] = i;
-      slot[i] = 0;
-    } else {
-      first[i] = table_first[at];
-      slot[i] = table_count[at]++;
+    if (shard_of(h, cloud.num_shards) != shard) continue;
+    if (i + kPrefetchDistance < cloud.end && keys[i + kPrefetchDistance] >= 0) {
+      table.prefetch(mix_hash(static_cast<uint64_t>(keys[i + kPrefetchDistance])));
     }
+    bool inserted;
+    Entry& e = *table.find_or_insert(key, h, /*may_insert=*/true, inserted);
+    if (inserted) e.value = static_cast<int32_t>(i - cloud.begin);
+    first_of[i] = e.value;
+    slot_of[i] = e.count++;
   }
-  for (uint64_t at = 0; at < capacity; ++at) {
-    if (table_key[at] != -1) a.count_at_leader[table_first[at]] = table_count[at];
+  for (uint64_t t = 0; t < table.capacity(); ++t) {
+    const Entry& e = table.at(t);
+    if (e.key != -1) a.count[cloud.begin + e.value] = e.count;
   }
 }
 
-struct CloudSummary {
-  int64_t voxels_seen = 0;  // distinct voxels with a point inside the range
-  int64_t voxels_kept = 0;  // min(voxels_seen, max_voxels)
-  int64_t stats[4] = {0, 0, 0, 0};  // kept points, outside range, non-finite, over capacity
-};
+// Step C for a sharded cloud: number voxels at their first point, in point order.
+void number_sharded(Assignment& a, Cloud& cloud) {
+  const int64_t* keys = a.key.get();
+  const int32_t* first_of = a.first.get();
+  int32_t* voxel_of = a.voxel.get();
+  int64_t outside = 0, non_finite = 0;
+  for (int64_t i = cloud.begin; i < cloud.end; ++i) {
+    const int64_t key = keys[i];
+    if (key < 0) {
+      voxel_of[i] = -1;
+      outside += key == kOutsideRange;
+      non_finite += key == kNonFinite;
+      continue;
+    }
+    const int64_t leader = cloud.begin + first_of[i];
+    if (leader == i) {
+      voxel_of[i] = static_cast<int32_t>(cloud.voxel_key.size());
+      cloud.voxel_key.push_back(key);
+      cloud.voxel_count.push_back(a.count[i]);
+    } else {
+      voxel_of[i] = voxel_of[leader];  // the leader came earlier in this walk
+    }
+  }
+  cloud.outside = outside;
+  cloud.non_finite = non_finite;
+}
 
-// Steps A-C. max_points / max_voxels = INT64_MAX for dynamic voxelization.
+// Steps A-C.
 template <typename scalar_t>
-std::vector<CloudSummary> assign(const at::Tensor& points, const int64_t* offs, int64_t num_clouds,
-                                 const GridParams& grid, int64_t max_points, int64_t max_voxels, Assignment& a) {
-  const int64_t n = points.size(0);
-  TORCH_CHECK_VALUE(n < std::numeric_limits<int32_t>::max(), "pointmae.voxelize: at most 2^31 - 1 points, got ", n);
-  a.keys.resize(n);
-  a.first.resize(n);
-  a.slot.resize(n);
-  a.count_at_leader.resize(n);
-  a.rank.resize(n);
-  compute_keys<scalar_t>(points, grid, a);
+std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t num_clouds, const GridParams& grid,
+                          int64_t max_voxels, Assignment& a) {
+  const int64_t n = points.size(0), channels = points.size(1);
+  TORCH_CHECK_VALUE(n < std::numeric_limits<int32_t>::max(), "pointmae.voxelize: at most 2^31 - 2 points, got ", n);
+  a.voxel = uninitialized<int32_t>(n);
+  a.slot = uninitialized<int32_t>(n);
+  const scalar_t* p = points.data_ptr<scalar_t>();
 
-  // Step B: tasks are (cloud, shard); a large cloud gets up to one shard per thread.
-  struct Task { int64_t begin, end, shard, num_shards; };
-  std::vector<Task> tasks;
+  std::vector<Cloud> clouds(num_clouds);
   const int64_t threads = at::get_num_threads();
+  bool any_sharded = false;
   for (int64_t b = 0; b < num_clouds; ++b) {
-    const int64_t size = offs[b + 1] - offs[b];
-    if (size == 0) continue;
-    const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(threads, size / kPointsPerShard));
-    for (int64_t s = 0; s < shards; ++s) tasks.push_back({offs[b], offs[b + 1], s, shards});
+    clouds[b].begin = offs[b];
+    clouds[b].end = offs[b + 1];
+    clouds[b].num_shards = std::max<int64_t>(1, std::min<int64_t>(threads, (offs[b + 1] - offs[b]) / kPointsPerShard));
+    any_sharded |= clouds[b].num_shards > 1;
+  }
+  if (any_sharded) {
+    // Step A for the sharded clouds, in parallel over their points.
+    a.key = uninitialized<int64_t>(n);
+    a.first = uninitialized<int32_t>(n);
+    a.count = uninitialized<int32_t>(n);
+    int64_t* keys = a.key.get();
+    for (const Cloud& cloud : clouds) {
+      if (cloud.num_shards == 1) continue;
+      at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t* row = p + i * channels;
+          keys[i] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+        }
+      });
+    }
+  }
+  // Step B: one task per serial cloud or per shard of a sharded cloud.
+  struct Task { int64_t cloud, shard; };
+  std::vector<Task> tasks;
+  for (int64_t b = 0; b < num_clouds; ++b) {
+    if (clouds[b].begin == clouds[b].end) continue;
+    for (int64_t s = 0; s < clouds[b].num_shards; ++s) tasks.push_back({b, s});
   }
   at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) group_shard(a, tasks[t].begin, tasks[t].end, tasks[t].shard, tasks[t].num_shards);
-  });
-
-  // Step C: number voxels by first appearance, per cloud.
-  std::vector<CloudSummary> summary(num_clouds);
-  at::parallel_for(0, num_clouds, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      CloudSummary& s = summary[b];
-      for (int64_t i = offs[b]; i < offs[b + 1]; ++i) {
-        const int64_t key = a.keys[i];
-        if (key == kOutsideRange) {
-          ++s.stats[1];
-        } else if (key == kNonFinite) {
-          ++s.stats[2];
-        } else if (a.first[i] == i) {
-          a.rank[i] = s.voxels_seen;
-          if (s.voxels_seen < max_voxels) s.stats[0] += std::min<int64_t>(a.count_at_leader[i], max_points);
-          ++s.voxels_seen;
-        }
+    for (int64_t t = begin; t < end; ++t) {
+      Cloud& cloud = clouds[tasks[t].cloud];
+      if (cloud.num_shards == 1) {
+        group_serial<scalar_t>(p, channels, grid, a, cloud, max_voxels);
+      } else {
+        group_shard(a, cloud, tasks[t].shard);
       }
-      s.voxels_kept = std::min(s.voxels_seen, max_voxels);
-      s.stats[3] = (offs[b + 1] - offs[b]) - s.stats[0] - s.stats[1] - s.stats[2];
     }
   });
-  return summary;
+  // Step C for the sharded clouds.
+  if (any_sharded) {
+    at::parallel_for(0, num_clouds, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        if (clouds[b].num_shards > 1) number_sharded(a, clouds[b]);
+      }
+    });
+  }
+  return clouds;
 }
 
-at::Tensor summary_offsets(const std::vector<CloudSummary>& summary, std::vector<int64_t>& base) {
-  const int64_t num_clouds = static_cast<int64_t>(summary.size());
-  auto voxel_offsets = at::empty({num_clouds + 1}, at::kLong);
-  int64_t* vo = voxel_offsets.data_ptr<int64_t>();
-  base.resize(num_clouds + 1);
-  base[0] = 0;
-  for (int64_t b = 0; b < num_clouds; ++b) base[b + 1] = base[b] + summary[b].voxels_kept;
-  std::copy(base.begin(), base.end(), vo);
-  return voxel_offsets;
+// voxel_offsets (B+1,) and per-cloud statistics; max_points / max_voxels = INT64_MAX when dynamic.
+std::vector<int64_t> cloud_bases(const std::vector<Cloud>& clouds, int64_t max_voxels) {
+  std::vector<int64_t> base(clouds.size() + 1, 0);
+  for (size_t b = 0; b < clouds.size(); ++b) {
+    base[b + 1] = base[b] + std::min<int64_t>(static_cast<int64_t>(clouds[b].voxel_key.size()), max_voxels);
+  }
+  return base;
 }
 
-at::Tensor summary_stats(const std::vector<CloudSummary>& summary, int64_t columns) {
-  const int64_t num_clouds = static_cast<int64_t>(summary.size());
+at::Tensor stats_tensor(const std::vector<Cloud>& clouds, int64_t max_points, int64_t max_voxels, int64_t columns) {
+  const int64_t num_clouds = static_cast<int64_t>(clouds.size());
   auto stats = at::empty({num_clouds, columns}, at::kLong);
   int64_t* st = stats.data_ptr<int64_t>();
   for (int64_t b = 0; b < num_clouds; ++b) {
-    for (int64_t j = 0; j < columns; ++j) st[b * columns + j] = summary[b].stats[j];
+    const Cloud& c = clouds[b];
+    const int64_t kept_voxels = std::min<int64_t>(static_cast<int64_t>(c.voxel_count.size()), max_voxels);
+    int64_t kept = 0;
+    for (int64_t v = 0; v < kept_voxels; ++v) kept += std::min<int64_t>(c.voxel_count[v], max_points);
+    st[b * columns + 0] = kept;
+    st[b * columns + 1] = c.outside;
+    st[b * columns + 2] = c.non_finite;
+    if (columns == 4) st[b * columns + 3] = (c.end - c.begin) - kept - c.outside - c.non_finite;
   }
   return stats;
+}
+
+// Coordinates (batch, z, y, x) (and num_points when given) of the kept voxels of every cloud.
+void write_voxel_rows(const std::vector<Cloud>& clouds, const std::vector<int64_t>& base, const GridParams& grid,
+                      int64_t max_points, int32_t* coords, int32_t* num_points) {
+  for (size_t b = 0; b < clouds.size(); ++b) {
+    const Cloud& c = clouds[b];
+    at::parallel_for(0, base[b + 1] - base[b], 8192, [&](int64_t begin, int64_t end) {
+      for (int64_t v = begin; v < end; ++v) {
+        const int64_t out = base[b] + v;
+        coords[out * 4] = static_cast<int32_t>(b);
+        key_to_zyx(c.voxel_key[v], grid, coords + out * 4 + 1);
+        if (num_points != nullptr) {
+          num_points[out] = static_cast<int32_t>(std::min<int64_t>(c.voxel_count[v], max_points));
+        }
+      }
+    });
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_cpu(
@@ -193,38 +358,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_
   const auto offs_t = offsets.contiguous();
   const int64_t* offs = offs_t.data_ptr<int64_t>();
   const int64_t channels = points.size(1);
+  const int64_t cap = max_points_per_voxel;
 
   at::Tensor voxels, coords, num_points, voxel_offsets, stats;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(points.scalar_type(), "voxelize_cpu", [&] {
     Assignment a;
-    const auto summary = assign<scalar_t>(points, offs, num_clouds, grid, max_points_per_voxel, max_voxels, a);
-    std::vector<int64_t> base;
-    voxel_offsets = summary_offsets(summary, base);
-    stats = summary_stats(summary, 4);
+    const std::vector<Cloud> clouds = assign<scalar_t>(points, offs, num_clouds, grid, max_voxels, a);
+    const std::vector<int64_t> base = cloud_bases(clouds, max_voxels);
+    voxel_offsets = at::tensor(base, offsets.options());
+    stats = stats_tensor(clouds, cap, max_voxels, 4);
     const int64_t total = base[num_clouds];
-    voxels = at::zeros({total, max_points_per_voxel, channels}, points.options());
+    voxels = at::zeros({total, cap, channels}, points.options());
     coords = at::empty({total, 4}, points.options().dtype(at::kInt));
     num_points = at::empty({total}, points.options().dtype(at::kInt));
+    write_voxel_rows(clouds, base, grid, cap, coords.data_ptr<int32_t>(), num_points.data_ptr<int32_t>());
+    // Step D, cloud by cloud (each in parallel over its points).
     const scalar_t* src = points.data_ptr<scalar_t>();
     scalar_t* dst = voxels.data_ptr<scalar_t>();
-    int32_t* co = coords.data_ptr<int32_t>();
-    int32_t* np = num_points.data_ptr<int32_t>();
-    // Step D, cloud by cloud (each in parallel over its points).
     for (int64_t b = 0; b < num_clouds; ++b) {
-      at::parallel_for(offs[b], offs[b + 1], 2048, [&](int64_t begin, int64_t end) {
+      at::parallel_for(offs[b], offs[b + 1], 8192, [&](int64_t begin, int64_t end) {
+        const int32_t* voxel_of = a.voxel.get();
+        const int32_t* slot_of = a.slot.get();
         for (int64_t i = begin; i < end; ++i) {
-          const int64_t f = a.first[i];
-          if (f < 0) continue;
-          const int64_t r = a.rank[f];
-          const int64_t s = a.slot[i];
-          if (r >= max_voxels || s >= max_points_per_voxel) continue;
-          const int64_t v = base[b] + r;
-          std::copy(src + i * channels, src + (i + 1) * channels, dst + (v * max_points_per_voxel + s) * channels);
-          if (s == 0) {
-            co[v * 4] = static_cast<int32_t>(b);
-            key_to_zyx(a.keys[i], grid, co + v * 4 + 1);
-            np[v] = static_cast<int32_t>(std::min<int64_t>(a.count_at_leader[i], max_points_per_voxel));
-          }
+          const int64_t v = voxel_of[i];
+          const int64_t s = slot_of[i];
+          if (v < 0 || v >= max_voxels || s >= cap) continue;
+          std::copy(src + i * channels, src + (i + 1) * channels, dst + ((base[b] + v) * cap + s) * channels);
         }
       });
     }
@@ -248,30 +407,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_dynamic_cpu(
   at::Tensor point_to_voxel, coords, voxel_offsets, stats;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(points.scalar_type(), "voxelize_dynamic_cpu", [&] {
     Assignment a;
-    const auto summary = assign<scalar_t>(points, offs, num_clouds, grid, unlimited, unlimited, a);
-    std::vector<int64_t> base;
-    voxel_offsets = summary_offsets(summary, base);
-    stats = summary_stats(summary, 3);
-    const int64_t total = base[num_clouds];
+    const std::vector<Cloud> clouds = assign<scalar_t>(points, offs, num_clouds, grid, unlimited, a);
+    const std::vector<int64_t> base = cloud_bases(clouds, unlimited);
+    voxel_offsets = at::tensor(base, offsets.options());
+    stats = stats_tensor(clouds, unlimited, unlimited, 3);
+    coords = at::empty({base[num_clouds], 4}, points.options().dtype(at::kInt));
+    write_voxel_rows(clouds, base, grid, unlimited, coords.data_ptr<int32_t>(), nullptr);
     point_to_voxel = at::empty({points.size(0)}, points.options().dtype(at::kLong));
-    coords = at::empty({total, 4}, points.options().dtype(at::kInt));
     int64_t* p2v = point_to_voxel.data_ptr<int64_t>();
-    int32_t* co = coords.data_ptr<int32_t>();
     for (int64_t b = 0; b < num_clouds; ++b) {
-      at::parallel_for(offs[b], offs[b + 1], 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t f = a.first[i];
-          if (f < 0) {
-            p2v[i] = -1;
-            continue;
-          }
-          const int64_t v = base[b] + a.rank[f];
-          p2v[i] = v;
-          if (f == i) {
-            co[v * 4] = static_cast<int32_t>(b);
-            key_to_zyx(a.keys[i], grid, co + v * 4 + 1);
-          }
-        }
+      at::parallel_for(offs[b], offs[b + 1], 8192, [&](int64_t begin, int64_t end) {
+        const int32_t* voxel_of = a.voxel.get();
+        const int64_t cloud_base = base[b];
+        for (int64_t i = begin; i < end; ++i) p2v[i] = voxel_of[i] < 0 ? -1 : cloud_base + voxel_of[i];
       });
     }
   });

@@ -373,3 +373,18 @@ def test_bad_inputs():
     _raises("reduce", scatter_to_voxels, feats, p2v, 5, "sum")
     _raises("reduce", torch.ops.pointmae.scatter_to_voxels, feats, p2v, 5, "min")
     _raises("num_voxels", torch.ops.pointmae.scatter_to_voxels, feats, p2v, -1, "mean")
+
+
+def test_points_within_an_ulp_of_voxel_faces():
+    # The kernels skip the division when the product with 1 / v is far from an integer; next to a voxel
+    # face they must fall back to the exact float64 quotient, like the reference.
+    k = torch.arange(0, 1408, dtype=torch.float64)
+    faces = (k * 0.05).float()
+    near = torch.cat([faces, torch.nextafter(faces, faces + 1), torch.nextafter(faces, faces - 1)])
+    near = near[(near >= 0) & (near < 70.4)]
+    pts = torch.stack([near, torch.full_like(near, 0.01), torch.full_like(near, -2.95)], 1)
+    for dtype in (torch.float32, torch.float64):
+        p = pts.to(dtype)
+        offsets = torch.tensor([0, len(p)])
+        _assert_same(voxelize_dynamic(p, offsets, KITTI_VOXEL, KITTI_RANGE),
+                     R.voxelize_dynamic_reference(p, offsets, KITTI_VOXEL, KITTI_RANGE))
