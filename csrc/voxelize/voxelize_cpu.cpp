@@ -460,44 +460,56 @@ std::tuple<at::Tensor, at::Tensor> scatter_to_voxels_cpu(const at::Tensor& featu
   const auto p2v_t = point_to_voxel_in.contiguous();
   const int64_t n = features.size(0), channels = features.size(1);
   const int64_t* p2v = p2v_t.data_ptr<int64_t>();
+  TORCH_CHECK_VALUE(n < std::numeric_limits<int32_t>::max(), op, ": at most 2^31 - 2 points, got ", n);
   const VoxelLists lists = list_points(p2v, n, num_voxels);
 
-  auto out = at::zeros({num_voxels, channels}, features.options());
-  auto arg = is_max ? at::full({num_voxels, channels}, -1, features.options().dtype(at::kLong))
-                    : at::empty({0}, features.options().dtype(at::kLong));
+  // Every row is written below (empty voxels too): no fill pass over the (V, C) outputs.
+  auto out = at::empty({num_voxels, channels}, features.options());
+  auto arg = at::empty({is_max ? num_voxels : 0, is_max ? channels : 0}, features.options().dtype(at::kLong));
+  if (!is_max) arg = arg.view({0});
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(features.scalar_type(), "scatter_to_voxels_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* f = features.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     int64_t* ar = is_max ? arg.data_ptr<int64_t>() : nullptr;
     at::parallel_for(0, num_voxels, 256, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(channels);
+      std::vector<acc_t> acc_buffer(channels);
+      // Position of the best point in the voxel's list, int32 so that its lanes match float32's.
+      std::vector<int32_t> best_buffer(channels);
+      // __restrict: the buffers never alias the features, so the channel loops can be vectorised.
+      acc_t* __restrict acc = acc_buffer.data();
+      int32_t* __restrict best = best_buffer.data();
       for (int64_t v = begin; v < end; ++v) {
         const int64_t lo = lists.start[v], hi = lists.start[v + 1];
-        if (lo == hi) continue;  // empty voxel: 0 (and arg -1)
+        if (lo == hi) {  // empty voxel: 0, arg -1
+          std::fill(o + v * channels, o + (v + 1) * channels, scalar_t(0));
+          if (is_max) std::fill(ar + v * channels, ar + (v + 1) * channels, int64_t(-1));
+          continue;
+        }
+        const int64_t p0 = lists.order[lo];
+        for (int64_t c = 0; c < channels; ++c) acc[c] = static_cast<acc_t>(f[p0 * channels + c]);
         if (is_max) {
-          const int64_t p0 = lists.order[lo];
-          for (int64_t c = 0; c < channels; ++c) {
-            acc[c] = static_cast<acc_t>(f[p0 * channels + c]);
-            ar[v * channels + c] = p0;
-          }
+          std::fill(best, best + channels, 0);
           for (int64_t j = lo + 1; j < hi; ++j) {
-            const int64_t p = lists.order[j];
+            const int32_t position = static_cast<int32_t>(j - lo);
+            const scalar_t* __restrict row = f + lists.order[j] * channels;
             for (int64_t c = 0; c < channels; ++c) {
-              const acc_t x = static_cast<acc_t>(f[p * channels + c]);
+              const acc_t x = static_cast<acc_t>(row[c]);
               // Strictly greater: ties keep the lower point index. The first NaN wins, like torch.max.
-              if (x > acc[c] || (std::isnan(x) && !std::isnan(acc[c]))) {
-                acc[c] = x;
-                ar[v * channels + c] = p;
-              }
+              // Selects rather than branches: the channel loop vectorises.
+              const bool take = (x > acc[c]) | ((x != x) & (acc[c] == acc[c]));
+              acc[c] = take ? x : acc[c];
+              best[c] = take ? position : best[c];
             }
           }
-          for (int64_t c = 0; c < channels; ++c) o[v * channels + c] = static_cast<scalar_t>(acc[c]);
+          for (int64_t c = 0; c < channels; ++c) {
+            o[v * channels + c] = static_cast<scalar_t>(acc[c]);
+            ar[v * channels + c] = lists.order[lo + best[c]];
+          }
         } else {
-          std::fill(acc.begin(), acc.end(), acc_t(0));
-          for (int64_t j = lo; j < hi; ++j) {
-            const int64_t p = lists.order[j];
-            for (int64_t c = 0; c < channels; ++c) acc[c] += static_cast<acc_t>(f[p * channels + c]);
+          for (int64_t j = lo + 1; j < hi; ++j) {
+            const scalar_t* __restrict row = f + lists.order[j] * channels;
+            for (int64_t c = 0; c < channels; ++c) acc[c] += static_cast<acc_t>(row[c]);
           }
           const acc_t count = static_cast<acc_t>(hi - lo);
           for (int64_t c = 0; c < channels; ++c) o[v * channels + c] = static_cast<scalar_t>(acc[c] / count);
