@@ -84,22 +84,17 @@ inline int64_t parse_reduce(const char* op, c10::string_view reduce) {
   return -1;
 }
 
-// features (N, C) floating, point_to_voxel (N,) int64 on the same device with values in [-1, num_voxels).
-// The range check reduces on the device (one synchronisation on CUDA): an index out of range would
-// otherwise make the kernels write out of bounds.
-inline void check_scatter_inputs(const char* op, const at::Tensor& features, const at::Tensor& point_to_voxel,
-                                 int64_t num_voxels) {
-  TORCH_CHECK_VALUE(features.dim() == 2, op, ": `features` must be a 2-D tensor (N, C), got shape ",
-                    shape_str(features));
-  TORCH_CHECK_VALUE(features.scalar_type() == at::kFloat || features.scalar_type() == at::kDouble ||
-                        features.scalar_type() == at::kHalf,
-                    op, ": `features` must be float32, float64 or float16, got ", features.scalar_type());
-  TORCH_CHECK_VALUE(point_to_voxel.dim() == 1 && point_to_voxel.size(0) == features.size(0), op,
-                    ": `point_to_voxel` must be a 1-D tensor (N,) with N = ", features.size(0),
-                    " (rows of `features`), got shape ", shape_str(point_to_voxel));
+// point_to_voxel (N,) int64 on `like`'s device with values in [-1, num_voxels). The range check reduces
+// on the device (one synchronisation on CUDA): an index out of range would otherwise make the kernels
+// read or write out of bounds.
+inline void check_point_to_voxel(const char* op, const at::Tensor& point_to_voxel, int64_t num_points,
+                                 const at::Tensor& like, const char* like_name, int64_t num_voxels) {
+  TORCH_CHECK_VALUE(point_to_voxel.dim() == 1 && point_to_voxel.size(0) == num_points, op,
+                    ": `point_to_voxel` must be a 1-D tensor (N,) with N = ", num_points, ", got shape ",
+                    shape_str(point_to_voxel));
   TORCH_CHECK_VALUE(point_to_voxel.scalar_type() == at::kLong, op, ": `point_to_voxel` must be int64, got ",
                     point_to_voxel.scalar_type());
-  check_same_device(op, "point_to_voxel", point_to_voxel, features, "features");
+  check_same_device(op, "point_to_voxel", point_to_voxel, like, like_name);
   TORCH_CHECK_VALUE(num_voxels >= 0, op, ": `num_voxels` must be >= 0, got ", num_voxels);
   if (point_to_voxel.numel() > 0) {
     const auto mm = at::aminmax(point_to_voxel);
@@ -107,6 +102,36 @@ inline void check_scatter_inputs(const char* op, const at::Tensor& features, con
     const int64_t hi = std::get<1>(mm).item<int64_t>();
     TORCH_CHECK_VALUE(lo >= -1 && hi < num_voxels, op, ": `point_to_voxel` values must be in [-1, num_voxels = ",
                       num_voxels, "), got values in [", lo, ", ", hi, "]");
+  }
+}
+
+// features (N, C) floating; point_to_voxel as above.
+inline void check_scatter_inputs(const char* op, const at::Tensor& features, const at::Tensor& point_to_voxel,
+                                 int64_t num_voxels) {
+  TORCH_CHECK_VALUE(features.dim() == 2, op, ": `features` must be a 2-D tensor (N, C), got shape ",
+                    shape_str(features));
+  TORCH_CHECK_VALUE(features.scalar_type() == at::kFloat || features.scalar_type() == at::kDouble ||
+                        features.scalar_type() == at::kHalf,
+                    op, ": `features` must be float32, float64 or float16, got ", features.scalar_type());
+  check_point_to_voxel(op, point_to_voxel, features.size(0), features, "features", num_voxels);
+}
+
+// The backward's inputs: grad_out (V, C) floating, point_to_voxel (num_points,), and for "max" the
+// forward's arg (V, C) int64.
+inline void check_scatter_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& point_to_voxel,
+                                   const at::Tensor& arg, int64_t num_points, bool is_max) {
+  TORCH_CHECK_VALUE(grad_out.dim() == 2, op, ": `grad_out` must be a 2-D tensor (V, C), got shape ",
+                    shape_str(grad_out));
+  TORCH_CHECK_VALUE(grad_out.scalar_type() == at::kFloat || grad_out.scalar_type() == at::kDouble ||
+                        grad_out.scalar_type() == at::kHalf,
+                    op, ": `grad_out` must be float32, float64 or float16, got ", grad_out.scalar_type());
+  TORCH_CHECK_VALUE(num_points >= 0, op, ": `num_points` must be >= 0, got ", num_points);
+  check_point_to_voxel(op, point_to_voxel, num_points, grad_out, "grad_out", grad_out.size(0));
+  if (is_max) {
+    TORCH_CHECK_VALUE(arg.sizes() == grad_out.sizes() && arg.scalar_type() == at::kLong, op,
+                      ": `arg` must be an int64 tensor of the shape of `grad_out` ", shape_str(grad_out), ", got ",
+                      arg.scalar_type(), " of shape ", shape_str(arg));
+    check_same_device(op, "arg", arg, grad_out, "grad_out");
   }
 }
 

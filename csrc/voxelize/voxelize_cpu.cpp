@@ -111,7 +111,11 @@ struct Assignment {
   std::unique_ptr<int32_t[]> slot;   // (N,) rank of the point among its voxel's points, input order
   std::unique_ptr<int32_t[]> first;  // (N,) sharded clouds only: first point of the voxel (local)
   std::unique_ptr<int32_t[]> count;  // (N,) sharded clouds only: voxel size, stored at its first point
+  std::unique_ptr<uint8_t[]> shard;  // (N,) sharded clouds only: shard of the key, kNoShard if dropped
 };
+
+constexpr uint8_t kNoShard = 255;
+constexpr int64_t kMaxShards = 64;
 
 // Steps A and B fused, one thread for the whole cloud. Keys are computed a chunk at a time into a
 // buffer that stays in L1, so the table slot of a point can be prefetched a few points ahead. Voxels
@@ -184,23 +188,20 @@ void group_serial(const scalar_t* points, int64_t channels, const GridParams& gr
 // Step B, the keys of one shard of a cloud.
 void group_shard(Assignment& a, const Cloud& cloud, int64_t shard) {
   const int64_t* keys = a.key.get();
+  const uint8_t* shard_of_point = a.shard.get();
   int32_t* first_of = a.first.get();
   int32_t* slot_of = a.slot.get();
   int64_t members = 0;
-  for (int64_t i = cloud.begin; i < cloud.end; ++i) {
-    members += keys[i] >= 0 && shard_of(mix_hash(static_cast<uint64_t>(keys[i])), cloud.num_shards) == shard;
-  }
+  for (int64_t i = cloud.begin; i < cloud.end; ++i) members += shard_of_point[i] == shard;
   Table table(members);
   for (int64_t i = cloud.begin; i < cloud.end; ++i) {
-    const int64_t key = keys[i];
-    if (key < 0) continue;
-    const uint64_t h = mix_hash(static_cast<uint64_t>(key));
-    if (shard_of(h, cloud.num_shards) != shard) continue;
-    if (i + kPrefetchDistance < cloud.end && keys[i + kPrefetchDistance] >= 0) {
+    if (i + kPrefetchDistance < cloud.end && shard_of_point[i + kPrefetchDistance] == shard) {
       table.prefetch(mix_hash(static_cast<uint64_t>(keys[i + kPrefetchDistance])));
     }
+    if (shard_of_point[i] != shard) continue;
+    const int64_t key = keys[i];
     bool inserted;
-    Entry& e = *table.find_or_insert(key, h, /*may_insert=*/true, inserted);
+    Entry& e = *table.find_or_insert(key, mix_hash(static_cast<uint64_t>(key)), /*may_insert=*/true, inserted);
     if (inserted) e.value = static_cast<int32_t>(i - cloud.begin);
     first_of[i] = e.value;
     slot_of[i] = e.count++;
@@ -254,7 +255,8 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
   for (int64_t b = 0; b < num_clouds; ++b) {
     clouds[b].begin = offs[b];
     clouds[b].end = offs[b + 1];
-    clouds[b].num_shards = std::max<int64_t>(1, std::min<int64_t>(threads, (offs[b + 1] - offs[b]) / kPointsPerShard));
+    clouds[b].num_shards = std::max<int64_t>(
+        1, std::min<int64_t>({threads, kMaxShards, (offs[b + 1] - offs[b]) / kPointsPerShard}));
     any_sharded |= clouds[b].num_shards > 1;
   }
   if (any_sharded) {
@@ -262,13 +264,18 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     a.key = uninitialized<int64_t>(n);
     a.first = uninitialized<int32_t>(n);
     a.count = uninitialized<int32_t>(n);
+    a.shard = uninitialized<uint8_t>(n);
     int64_t* keys = a.key.get();
+    uint8_t* shards = a.shard.get();
     for (const Cloud& cloud : clouds) {
       if (cloud.num_shards == 1) continue;
       at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const scalar_t* row = p + i * channels;
-          keys[i] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+          const int64_t key = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+          keys[i] = key;
+          shards[i] = key < 0 ? kNoShard
+                              : static_cast<uint8_t>(shard_of(mix_hash(static_cast<uint64_t>(key)), cloud.num_shards));
         }
       });
     }
@@ -520,23 +527,6 @@ std::tuple<at::Tensor, at::Tensor> scatter_to_voxels_cpu(const at::Tensor& featu
   return {out, arg};
 }
 
-void check_scatter_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& point_to_voxel,
-                            const at::Tensor& arg, int64_t num_points, bool is_max) {
-  TORCH_CHECK_VALUE(grad_out.dim() == 2, op, ": `grad_out` must be a 2-D tensor (V, C), got shape ",
-                    shape_str(grad_out));
-  TORCH_CHECK_VALUE(point_to_voxel.dim() == 1 && point_to_voxel.size(0) == num_points &&
-                        point_to_voxel.scalar_type() == at::kLong,
-                    op, ": `point_to_voxel` must be an int64 tensor (", num_points, ",), got ",
-                    point_to_voxel.scalar_type(), " of shape ", shape_str(point_to_voxel));
-  check_same_device(op, "point_to_voxel", point_to_voxel, grad_out, "grad_out");
-  if (is_max) {
-    TORCH_CHECK_VALUE(arg.sizes() == grad_out.sizes() && arg.scalar_type() == at::kLong, op,
-                      ": `arg` must be an int64 tensor of the shape of `grad_out` ", shape_str(grad_out), ", got ",
-                      arg.scalar_type(), " of shape ", shape_str(arg));
-    check_same_device(op, "arg", arg, grad_out, "grad_out");
-  }
-}
-
 at::Tensor scatter_to_voxels_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& point_to_voxel_in,
                                           const at::Tensor& arg_in, c10::SymInt num_points_sym,
                                           c10::string_view reduce) {
@@ -548,10 +538,6 @@ at::Tensor scatter_to_voxels_backward_cpu(const at::Tensor& grad_out_in, const a
   const auto p2v_t = point_to_voxel_in.contiguous();
   const int64_t num_voxels = grad_out.size(0), channels = grad_out.size(1);
   const int64_t* p2v = p2v_t.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK_VALUE(p2v[i] >= -1 && p2v[i] < num_voxels, op, ": `point_to_voxel` values must be in [-1, ",
-                      num_voxels, "), got ", p2v[i], " at ", i);
-  }
   auto grad_in = at::zeros({n, channels}, grad_out.options());
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(grad_out.scalar_type(), "scatter_to_voxels_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -406,18 +406,7 @@ at::Tensor scatter_to_voxels_backward_cuda(const at::Tensor& grad_out_in, const 
   constexpr const char* op = "pointmae.scatter_to_voxels_backward";
   const int64_t n = num_points_sym.guard_int(__FILE__, __LINE__);
   const bool is_max = parse_reduce(op, reduce) == 1;
-  TORCH_CHECK_VALUE(grad_out_in.dim() == 2, op, ": `grad_out` must be a 2-D tensor (V, C), got shape ",
-                    shape_str(grad_out_in));
-  TORCH_CHECK_VALUE(point_to_voxel_in.dim() == 1 && point_to_voxel_in.size(0) == n, op,
-                    ": `point_to_voxel` must be a 1-D tensor (", n, ",), got shape ", shape_str(point_to_voxel_in));
-  // Reuses the forward's checks of point_to_voxel (dtype, device, values in [-1, V)).
-  check_scatter_inputs(op, grad_out_in.new_empty({n, grad_out_in.size(1)}), point_to_voxel_in, grad_out_in.size(0));
-  if (is_max) {
-    TORCH_CHECK_VALUE(arg_in.sizes() == grad_out_in.sizes() && arg_in.scalar_type() == at::kLong, op,
-                      ": `arg` must be an int64 tensor of the shape of `grad_out` ", shape_str(grad_out_in),
-                      ", got ", arg_in.scalar_type(), " of shape ", shape_str(arg_in));
-    check_same_device(op, "arg", arg_in, grad_out_in, "grad_out");
-  }
+  check_scatter_backward(op, grad_out_in, point_to_voxel_in, arg_in, n, is_max);
   c10::cuda::CUDAGuard device_guard(grad_out_in.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   const auto grad_out = grad_out_in.contiguous();

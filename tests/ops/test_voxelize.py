@@ -388,3 +388,16 @@ def test_points_within_an_ulp_of_voxel_faces():
         offsets = torch.tensor([0, len(p)])
         _assert_same(voxelize_dynamic(p, offsets, KITTI_VOXEL, KITTI_RANGE),
                      R.voxelize_dynamic_reference(p, offsets, KITTI_VOXEL, KITTI_RANGE))
+
+
+def test_bad_backward_inputs():
+    bw = torch.ops.pointmae.scatter_to_voxels_backward
+    g = torch.rand(3, 2)
+    p2v = torch.tensor([0, 1, 2, -1])
+    arg = torch.zeros(3, 2, dtype=torch.long)
+    _raises("grad_out", bw, torch.rand(3), p2v, arg, 4, "max")
+    _raises("point_to_voxel", bw, g, p2v, arg, 5, "max")
+    _raises("point_to_voxel", bw, g, torch.tensor([0, 1, 3, -1]), arg, 4, "mean")
+    _raises("arg", bw, g, p2v, arg[:2], 4, "max")
+    _raises("reduce", bw, g, p2v, arg, 4, "sum")
+    assert bw(g, p2v, arg, 4, "max").shape == (4, 2)
