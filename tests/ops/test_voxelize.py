@@ -272,7 +272,8 @@ def test_torch_compile_fullgraph():
     def pillar_features(points, offsets):
         dyn = voxelize_dynamic(points, offsets, SMALL_VOXEL, SMALL_RANGE)
         pooled = scatter_to_voxels(points, dyn.point_to_voxel, dyn.coords.shape[0], "max")
-        return pooled.sum(), dyn.stats
+        hard = voxelize(points, offsets, SMALL_VOXEL, SMALL_RANGE, 3, 10)
+        return pooled.sum() + hard.voxels.sum(), dyn.stats + hard.stats[:, :3]
 
     g = torch.Generator().manual_seed(4)
     pts = torch.rand(80, 4, generator=g) * 4 - 2

@@ -106,7 +106,7 @@ def cases(device, quick):
                                 threads=threads,
                                 ours=(lambda p=pts_dev, o=offsets, mv=max_voxels, v=vs, r=pr:
                                       voxelize(p, o, v, r, 5, mv)),
-                                competitors=comps, memory=not quick, repeat=3 if quick else 7))
+                                competitors=comps, memory=not quick, repeat=3 if quick else 15))
         # Dynamic voxelization + mean of the point features into voxels (e.g. a dynamic VFE's input).
         for threads in threads_list:
             dyn = voxelize_dynamic(pts_dev, offsets, vs, pr)
