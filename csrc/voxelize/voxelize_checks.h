@@ -58,6 +58,9 @@ inline GridParams make_grid(const char* op, at::ArrayRef<double> voxel_size, at:
     g.size[d] = v;
     g.inv_size[d] = 1.0 / v;
     g.dims[d] = static_cast<int64_t>(dim);
+    // Quotients inside the range are below dim + 1, and q = diff * (1 / v) is within a relative 2^-51 of
+    // the rounded quotient: 2^-46 relative to that bound is a 32x safety margin for voxel_key's shortcut.
+    g.half_window[d] = 0.5 - (dim + 2.0) * std::ldexp(1.0, -46);
     cells *= dim;
   }
   // Keys are int64: batch * cells + linear cell index must not overflow (2^62 leaves headroom for the

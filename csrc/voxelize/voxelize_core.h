@@ -29,7 +29,8 @@ struct GridParams {
   double origin[3];  // x0, y0, z0
   double upper[3];   // x1, y1, z1
   double size[3];    // vx, vy, vz
-  double inv_size[3];  // 1 / vx, ...: see floor_quotient
+  double inv_size[3];     // 1 / vx, ...: see voxel_key
+  double half_window[3];  // 0.5 - near_integer: q is "far from a face" when |frac(q) - 0.5| < this
   int64_t dims[3];   // gx, gy, gz
 };
 
@@ -38,39 +39,41 @@ HOST_DEVICE_INLINE bool is_finite_double(double v) {
   return (v - v) == 0.0;
 }
 
-// floor((p - x0) / v) for p - x0 = diff >= 0, bit-identical to the float64 division but usually without
-// one: q = diff * (1 / v) differs from the correctly rounded quotient by a few ulp (relative error below
-// 2^-51), so their floors can only differ when q is within that of an integer. Only then is the
-// division done. Division throughput is the cost of voxelizing a sweep on a CPU (3 per point).
-HOST_DEVICE_INLINE int64_t floor_quotient(double diff, double size, double inv_size) {
-  const double q = diff * inv_size;
-  const int64_t k = static_cast<int64_t>(q);  // q >= 0: truncation is floor
-  const double frac = q - static_cast<double>(k);
-  const double margin = (q + 1.0) * 1.4210854715202004e-14;  // 2^-46 relative: >> the 2^-51 error
-  if (frac > margin && frac < 1.0 - margin) return k;
-  return static_cast<int64_t>(diff / size);
-}
-
 // Returns the linear key (>= 0) of the voxel that holds point (x, y, z), or kOutsideRange / kNonFinite.
-// Written without early exits (the tests are combined with `&`) so that the three axes are computed
-// side by side: LiDAR sweeps mix inside and outside points unpredictably, and branches mispredict.
+//
+// floor((p - x0) / v) is computed bit-identically to the float64 division but usually without one
+// (division throughput is the cost of voxelizing a sweep on a CPU: 3 per point): q = (p - x0) * (1 / v)
+// differs from the correctly rounded quotient by a few ulp (relative error below 2^-51), so their
+// floors can only differ when q is that close to an integer. Only then (a point within
+// `near_integer` of a voxel face, see make_grid) are the divisions done.
 template <typename scalar_t>
 HOST_DEVICE_INLINE int64_t voxel_key(scalar_t px, scalar_t py, scalar_t pz, const GridParams& g) {
   const double p[3] = {static_cast<double>(px), static_cast<double>(py), static_cast<double>(pz)};
-  bool finite = true, inside = true;
-  for (int d = 0; d < 3; ++d) {
-    finite &= is_finite_double(p[d]);
-    inside &= (p[d] >= g.origin[d]) & (p[d] < g.upper[d]);
+  // NaN fails every comparison and +-inf fails one of the two, so a non-finite point is never inside:
+  // the finiteness test is only needed to classify a point that is not.
+  bool inside = true;
+  for (int d = 0; d < 3; ++d) inside &= (p[d] >= g.origin[d]) & (p[d] < g.upper[d]);
+  if (!inside) {
+    const bool finite = is_finite_double(p[0]) & is_finite_double(p[1]) & is_finite_double(p[2]);
+    return finite ? kOutsideRange : kNonFinite;
   }
-  if (!finite) return kNonFinite;
-  if (!inside) return kOutsideRange;
+  // p >= x0 makes p - x0 >= 0 (IEEE subtraction is monotone), so quotients are >= 0: truncation is
+  // floor; and they are bounded by about the grid size, so the casts are in range.
+  double diff[3];
   int64_t cell[3];
+  bool far_from_faces = true;
   for (int d = 0; d < 3; ++d) {
-    // p >= x0 makes p - x0 >= 0 (IEEE subtraction is monotone), so the quotient is >= 0 and bounded
-    // by the range: floor(c) < gx <=> the integer cell < gx.
-    cell[d] = floor_quotient(p[d] - g.origin[d], g.size[d], g.inv_size[d]);
-    if (cell[d] >= g.dims[d]) return kOutsideRange;
+    diff[d] = p[d] - g.origin[d];
+    const double q = diff[d] * g.inv_size[d];
+    cell[d] = static_cast<int64_t>(q);
+    const double frac = q - static_cast<double>(cell[d]);
+    far_from_faces &= fabs(frac - 0.5) < g.half_window[d];
   }
+  if (!far_from_faces) {
+    for (int d = 0; d < 3; ++d) cell[d] = static_cast<int64_t>(diff[d] / g.size[d]);
+  }
+  // floor(c) < gx <=> the integer cell < gx.
+  if ((cell[0] >= g.dims[0]) | (cell[1] >= g.dims[1]) | (cell[2] >= g.dims[2])) return kOutsideRange;
   return (cell[2] * g.dims[1] + cell[1]) * g.dims[0] + cell[0];
 }
 
