@@ -41,6 +41,7 @@ namespace {
 // walk over the whole cloud that every shard does, and the extra numbering pass, cost more than they save.
 constexpr int64_t kPointsPerShard = 32768;
 constexpr int64_t kMinThreadsToShard = 4;
+constexpr uint64_t kSparseTableBytes = 512 * 1024;
 // How many points ahead the table slot is prefetched (about a memory latency of work).
 constexpr int64_t kPrefetchDistance = 16;
 
@@ -60,7 +61,11 @@ class Table {
  public:
   explicit Table(int64_t members) {
     uint64_t capacity = 16;
-    while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1;
+    while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1;  // load <= 1/2
+    // A small table (e.g. capped by max_voxels = 16000) is made sparser, load <= 1/4, while it stays
+    // cache-sized: misses (points of voxels beyond the cap) then end after ~1.4 probes instead of ~2.5.
+    // Measured on KITTI: 1.5 ms instead of 1.7 ms; doubling a larger table was slower.
+    if (capacity * sizeof(Entry) <= kSparseTableBytes) capacity <<= 1;
     mask_ = capacity - 1;
     entries_ = uninitialized<Entry>(static_cast<int64_t>(capacity));
     for (uint64_t i = 0; i < capacity; ++i) entries_[i].key = -1;
