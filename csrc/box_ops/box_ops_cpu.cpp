@@ -1,0 +1,114 @@
+// CPU kernels of the rotated box ops: IoU matrices (BEV and 3D) and greedy BEV NMS.
+// The per-pair maths is in box_ops_core.h, shared with the CUDA kernels.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "box_ops/box_ops_checks.h"
+#include "box_ops/box_ops_core.h"
+
+namespace pointmae {
+namespace box_ops {
+namespace {
+
+// Boxes (N, >= 7) -> one PreparedBox per row (cos/sin, half extents, areas computed once).
+template <typename scalar_t, typename acc_t>
+std::vector<PreparedBox<acc_t>> prepare_all(const at::Tensor& boxes) {
+  const at::Tensor used = boxes.narrow(1, 0, kBoxDim).contiguous();
+  const scalar_t* data = used.data_ptr<scalar_t>();
+  const int64_t n = used.size(0);
+  std::vector<PreparedBox<acc_t>> prepared(static_cast<size_t>(n));
+  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) prepared[i] = prepare_box<acc_t>(data + i * kBoxDim);
+  });
+  return prepared;
+}
+
+template <bool kIou3d>
+at::Tensor pairwise_iou_cpu(const char* op, const at::Tensor& boxes_a, const at::Tensor& boxes_b) {
+  check_boxes(op, "boxes_a", boxes_a);
+  check_boxes(op, "boxes_b", boxes_b);
+  check_same_device(op, "boxes_b", boxes_b, boxes_a, "boxes_a");
+  check_same_dtype(op, "boxes_b", boxes_b, boxes_a, "boxes_a");
+  const int64_t n = boxes_a.size(0);
+  const int64_t m = boxes_b.size(0);
+  at::Tensor out = at::empty({n, m}, boxes_a.options());
+  if (n == 0 || m == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND_HALF(boxes_a.scalar_type(), "pointmae.box_iou", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto a = prepare_all<scalar_t, acc_t>(boxes_a);
+    const auto b = prepare_all<scalar_t, acc_t>(boxes_b);
+    scalar_t* out_data = out.data_ptr<scalar_t>();
+    // Rows are independent; a grain of ~16k pairs amortises the thread start-up on small matrices.
+    const int64_t grain = std::max<int64_t>(1, 16384 / m);
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        scalar_t* row = out_data + i * m;
+        for (int64_t j = 0; j < m; ++j) {
+          row[j] = static_cast<scalar_t>(kIou3d ? iou_3d(a[i], b[j]) : iou_bev(a[i], b[j]));
+        }
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor box_iou_bev_cpu(const at::Tensor& boxes_a, const at::Tensor& boxes_b) {
+  return pairwise_iou_cpu<false>("pointmae.box_iou_bev", boxes_a, boxes_b);
+}
+
+at::Tensor box_iou_3d_cpu(const at::Tensor& boxes_a, const at::Tensor& boxes_b) {
+  return pairwise_iou_cpu<true>("pointmae.box_iou_3d", boxes_a, boxes_b);
+}
+
+// Greedy NMS: visit the boxes by descending score (a stable sort, so equal scores keep the lower
+// index first); a visited box that no kept box suppressed is kept and suppresses every later box whose
+// BEV IoU with it exceeds the threshold. IoUs are only computed against kept boxes, and only for boxes
+// not yet suppressed; the scan over later boxes of one kept box is split across threads (each later
+// box is written by exactly one thread, so the result does not depend on the thread count).
+at::Tensor nms_bev_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const char* op = "pointmae.nms_bev";
+  check_boxes(op, "boxes", boxes);
+  check_scores(op, scores, boxes);
+  check_iou_threshold(op, iou_threshold);
+  const int64_t n = boxes.size(0);
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const at::Tensor order = std::get<1>(at::sort(scores, /*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const at::Tensor sorted_boxes = boxes.index_select(0, order);
+  const int64_t* order_data = order.data_ptr<int64_t>();
+  std::vector<int64_t> kept;
+  AT_DISPATCH_FLOATING_TYPES_AND_HALF(boxes.scalar_type(), "pointmae.nms_bev", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto b = prepare_all<scalar_t, acc_t>(sorted_boxes);
+    const acc_t threshold = static_cast<acc_t>(iou_threshold);
+    std::vector<uint8_t> suppressed(static_cast<size_t>(n), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (suppressed[i]) continue;
+      kept.push_back(order_data[i]);
+      const PreparedBox<acc_t> keeper = b[i];
+      at::parallel_for(i + 1, n, 2048, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) {
+          if (!suppressed[j] && iou_bev(keeper, b[j]) > threshold) suppressed[j] = 1;
+        }
+      });
+    }
+  });
+  at::Tensor out = at::empty({static_cast<int64_t>(kept.size())}, boxes.options().dtype(at::kLong));
+  std::copy(kept.begin(), kept.end(), out.data_ptr<int64_t>());
+  return out;
+}
+
+}  // namespace
+}  // namespace box_ops
+}  // namespace pointmae
+
+TORCH_LIBRARY_IMPL(pointmae, CPU, m) {
+  m.impl("box_iou_bev", &pointmae::box_ops::box_iou_bev_cpu);
+  m.impl("box_iou_3d", &pointmae::box_ops::box_iou_3d_cpu);
+  m.impl("nms_bev", &pointmae::box_ops::nms_bev_cpu);
+}
