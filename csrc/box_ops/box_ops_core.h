@@ -36,12 +36,11 @@ namespace box_ops {
 // Number of box columns read; inputs are (N, >= kBoxDim).
 constexpr int kBoxDim = 7;
 
-// A box prepared for pairwise tests: centre, half extents, heading as (cos, sin), z range, area,
+// A box prepared for pairwise tests: centre, half extents, heading as (cos, sin), area, volume,
 // and the radius of its bounding circle in the x-y plane (for a cheap rejection test).
 template <typename T>
 struct PreparedBox {
-  T cx, cy, hx, hy, cos_h, sin_h;
-  T z_lo, z_hi;
+  T cx, cy, cz, hx, hy, hz, cos_h, sin_h;
   T area_bev, volume, radius;
 };
 
@@ -63,15 +62,14 @@ HOST_DEVICE_INLINE PreparedBox<T> prepare_box(const S* row) {
   PreparedBox<T> b;
   b.cx = static_cast<T>(row[0]);
   b.cy = static_cast<T>(row[1]);
-  const T cz = static_cast<T>(row[2]);
+  b.cz = static_cast<T>(row[2]);
   const T dx = static_cast<T>(row[3]);
   const T dy = static_cast<T>(row[4]);
   const T dz = static_cast<T>(row[5]);
   b.hx = dx * T(0.5);
   b.hy = dy * T(0.5);
   sincos_of(static_cast<T>(row[6]), &b.sin_h, &b.cos_h);
-  b.z_lo = cz - dz * T(0.5);
-  b.z_hi = cz + dz * T(0.5);
+  b.hz = dz * T(0.5);
   b.area_bev = dx * dy;
   b.volume = b.area_bev * dz;
   b.radius = sqrt_of(b.hx * b.hx + b.hy * b.hy);
@@ -127,17 +125,25 @@ HOST_DEVICE_INLINE bool is_clip_frame(const PreparedBox<T>& a, const PreparedBox
   return a.sin_h <= b.sin_h;
 }
 
+// True when the discs (ax, ay, ar) and (bx, by, br) do not overlap, so neither do the rectangles
+// they bound. The per-axis test comes first: it settles most far pairs and cannot overflow for huge
+// coordinates. The kernels also call this on compact (x, y, radius) arrays before touching the
+// full boxes, which keeps the common "far apart" case cheap and cache-friendly.
+template <typename T>
+HOST_DEVICE_INLINE bool discs_apart(T ax, T ay, T ar, T bx, T by, T br) {
+  const T ddx = ax - bx;
+  const T ddy = ay - by;
+  const T reach = ar + br;
+  if (!(fabs_of(ddx) < reach) || !(fabs_of(ddy) < reach)) return true;
+  return ddx * ddx + ddy * ddy >= reach * reach;
+}
+
 // Area of the intersection of the rectangles of `a` and `b` in the x-y plane, in [0, min(areas)].
 template <typename T>
 HOST_DEVICE_INLINE T intersection_area_bev(const PreparedBox<T>& a, const PreparedBox<T>& b) {
   if (!(a.area_bev > T(0)) || !(b.area_bev > T(0))) return T(0);
-  // Bounding discs apart -> rectangles apart; most pairs in a scene end here. The per-axis test
-  // comes first because it cannot overflow for huge coordinates.
-  const T ddx = a.cx - b.cx;
-  const T ddy = a.cy - b.cy;
-  const T reach = a.radius + b.radius;
-  if (!(fabs_of(ddx) < reach) || !(fabs_of(ddy) < reach)) return T(0);
-  if (ddx * ddx + ddy * ddy >= reach * reach) return T(0);
+  // Bounding discs apart -> rectangles apart; most pairs in a scene end here.
+  if (discs_apart(a.cx, a.cy, a.radius, b.cx, b.cy, b.radius)) return T(0);
 
   const PreparedBox<T>& frame = is_clip_frame(a, b) ? a : b;
   const PreparedBox<T>& poly = is_clip_frame(a, b) ? b : a;
@@ -203,7 +209,10 @@ HOST_DEVICE_INLINE T iou_bev(const PreparedBox<T>& a, const PreparedBox<T>& b) {
 // times the overlap of the z ranges.
 template <typename T>
 HOST_DEVICE_INLINE T iou_3d(const PreparedBox<T>& a, const PreparedBox<T>& b) {
-  const T z_overlap = min_of(a.z_hi, b.z_hi) - max_of(a.z_lo, b.z_lo);
+  // Overlap of [cz - hz, cz + hz] intervals as min(2 ha, 2 hb, ha + hb - |ca - cb|): from sizes and the
+  // centre difference, never from rounded interval ends, so that a thin box at a large z still
+  // matches itself exactly (IoU 1) and the precision follows the box's size, not its height.
+  const T z_overlap = min_of(min_of(a.hz, b.hz) * T(2), a.hz + b.hz - fabs_of(a.cz - b.cz));
   if (!(z_overlap > T(0))) return T(0);
   const T inter = intersection_area_bev(a, b) * z_overlap;
   if (!(inter > T(0))) return T(0);

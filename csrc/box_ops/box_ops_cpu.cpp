@@ -29,6 +29,21 @@ std::vector<PreparedBox<acc_t>> prepare_all(const at::Tensor& boxes) {
   return prepared;
 }
 
+// The bounding disc of every box, packed (x, y, radius), for the cheap "far apart" test.
+template <typename acc_t>
+std::vector<acc_t> bounding_discs(const std::vector<PreparedBox<acc_t>>& boxes) {
+  std::vector<acc_t> discs(boxes.size() * 3);
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    discs[3 * i] = boxes[i].cx;
+    discs[3 * i + 1] = boxes[i].cy;
+    discs[3 * i + 2] = boxes[i].radius;
+  }
+  return discs;
+}
+
+// Columns are visited in tiles so that the tile's discs and boxes stay in L1 across the tile's rows.
+constexpr int64_t kColumnTile = 256;
+
 template <bool kIou3d>
 at::Tensor pairwise_iou_cpu(const char* op, const at::Tensor& boxes_a, const at::Tensor& boxes_b) {
   check_boxes(op, "boxes_a", boxes_a);
@@ -43,14 +58,24 @@ at::Tensor pairwise_iou_cpu(const char* op, const at::Tensor& boxes_a, const at:
     using acc_t = at::opmath_type<scalar_t>;
     const auto a = prepare_all<scalar_t, acc_t>(boxes_a);
     const auto b = prepare_all<scalar_t, acc_t>(boxes_b);
+    const auto b_discs = bounding_discs(b);
     scalar_t* out_data = out.data_ptr<scalar_t>();
     // Rows are independent; a grain of ~16k pairs amortises the thread start-up on small matrices.
     const int64_t grain = std::max<int64_t>(1, 16384 / m);
     at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        scalar_t* row = out_data + i * m;
-        for (int64_t j = 0; j < m; ++j) {
-          row[j] = static_cast<scalar_t>(kIou3d ? iou_3d(a[i], b[j]) : iou_bev(a[i], b[j]));
+      for (int64_t j0 = 0; j0 < m; j0 += kColumnTile) {
+        const int64_t j1 = std::min(m, j0 + kColumnTile);
+        for (int64_t i = begin; i < end; ++i) {
+          const PreparedBox<acc_t>& box_a = a[i];
+          scalar_t* row = out_data + i * m;
+          for (int64_t j = j0; j < j1; ++j) {
+            const acc_t* disc = &b_discs[3 * j];
+            acc_t v = acc_t(0);
+            if (!discs_apart(box_a.cx, box_a.cy, box_a.radius, disc[0], disc[1], disc[2])) {
+              v = kIou3d ? iou_3d(box_a, b[j]) : iou_bev(box_a, b[j]);
+            }
+            row[j] = static_cast<scalar_t>(v);
+          }
         }
       }
     });
@@ -86,6 +111,7 @@ at::Tensor nms_bev_cpu(const at::Tensor& boxes, const at::Tensor& scores, double
     using acc_t = at::opmath_type<scalar_t>;
     const auto b = prepare_all<scalar_t, acc_t>(sorted_boxes);
     const acc_t threshold = static_cast<acc_t>(iou_threshold);
+    const auto discs = bounding_discs(b);
     std::vector<uint8_t> suppressed(static_cast<size_t>(n), 0);
     for (int64_t i = 0; i < n; ++i) {
       if (suppressed[i]) continue;
@@ -93,7 +119,10 @@ at::Tensor nms_bev_cpu(const at::Tensor& boxes, const at::Tensor& scores, double
       const PreparedBox<acc_t> keeper = b[i];
       at::parallel_for(i + 1, n, 2048, [&](int64_t begin, int64_t end) {
         for (int64_t j = begin; j < end; ++j) {
-          if (!suppressed[j] && iou_bev(keeper, b[j]) > threshold) suppressed[j] = 1;
+          if (suppressed[j]) continue;
+          const acc_t* disc = &discs[3 * j];
+          if (discs_apart(keeper.cx, keeper.cy, keeper.radius, disc[0], disc[1], disc[2])) continue;
+          if (iou_bev(keeper, b[j]) > threshold) suppressed[j] = 1;
         }
       });
     }

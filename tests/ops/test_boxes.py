@@ -120,6 +120,14 @@ def test_adversarial_matches_reference_and_shapely(name, fn, ref_fn, pair):
     expected = torch.tensor([[shapely_fn(p, q) for q in near] for p in near], dtype=torch.float64)
     torch.testing.assert_close(got, expected, atol=1e-7, rtol=0)
     torch.testing.assert_close(got, got.T, atol=0, rtol=0)  # bit-for-bit symmetric
+    # float32: against the float64 reference on the float32-rounded boxes
+    both32 = both.float()
+    got32 = fn(both32, both32)
+    assert torch.isfinite(got32).all() and (got32 >= 0).all() and (got32 <= 1).all()
+    torch.testing.assert_close(got32, got32.T, atol=0, rtol=0)
+    near32 = both32.double()
+    near32[:, :2] -= near32[:1, :2].clone()
+    torch.testing.assert_close(got32.double(), ref_fn(near32, near32), atol=5e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name,fn,ref_fn", OPS)
@@ -401,7 +409,7 @@ def test_cpu_cuda_parity(cuda_device):
                                        atol=tol, rtol=0)
         kept_gpu = box_ops.nms_bev(a.to(cuda_device), scores.to(cuda_device), 0.3)
         assert kept_gpu.device.type == "cuda"
-        assert kept_gpu.cpu().tolist() == box_ops.nms_bev(a.double(), scores, 0.3).tolist()
+        assert kept_gpu.cpu().tolist() == box_ops.nms_bev(a, scores, 0.3).tolist()
     half = box_ops.box_iou_bev(boxes[:50].half().to(cuda_device), boxes[:40].half().to(cuda_device))
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.float().cpu(), box_ops.box_iou_bev(boxes[:50].half().float(),
