@@ -93,9 +93,59 @@ at::Tensor box_iou_3d_cpu(const at::Tensor& boxes_a, const at::Tensor& boxes_b) 
 
 // Greedy NMS: visit the boxes by descending score (a stable sort, so equal scores keep the lower
 // index first); a visited box that no kept box suppressed is kept and suppresses every later box whose
-// BEV IoU with it exceeds the threshold. IoUs are only computed against kept boxes, and only for boxes
-// not yet suppressed; the scan over later boxes of one kept box is split across threads (each later
-// box is written by exactly one thread, so the result does not depend on the thread count).
+// BEV IoU with it exceeds the threshold.
+// Schedule: first, in ONE parallel region over the boxes, every box's list of later boxes (in score
+// order) that it would suppress; then a sequential greedy pass over those lists. Candidates for a
+// box come from a window of the boxes sorted by x centre (|dx| < own radius + the largest radius),
+// so in a scene each box meets its neighbours only, not all N (the worst case, all boxes in one
+// cluster or one huge box, is the full N^2 / 2 pairs, like the CUDA bitmask). Each list is written by
+// one task and the greedy pass is sequential, so the result does not depend on the thread count.
+// One region instead of one per kept box also matters on busy machines, where every region start
+// can wait a scheduler time slice for its worker threads.
+template <typename acc_t>
+std::vector<int64_t> greedy_nms_sorted(const std::vector<PreparedBox<acc_t>>& b, acc_t threshold) {
+  const int64_t n = static_cast<int64_t>(b.size());
+  acc_t max_radius = acc_t(0);
+  for (const auto& box : b) max_radius = std::max(max_radius, box.radius);
+  // Bounding discs ordered by x centre (ties by score position, so the order is fully determined),
+  // stored contiguously so that a window scan reads memory in order.
+  struct DiscAt {
+    acc_t x, y, radius;
+    int32_t pos;  // position in the score order
+  };
+  std::vector<DiscAt> by_x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) by_x[i] = {b[i].cx, b[i].cy, b[i].radius, static_cast<int32_t>(i)};
+  std::sort(by_x.begin(), by_x.end(), [](const DiscAt& u, const DiscAt& v) {
+    return u.x < v.x || (u.x == v.x && u.pos < v.pos);
+  });
+
+  std::vector<std::vector<int32_t>> later_overlaps(static_cast<size_t>(n));
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const PreparedBox<acc_t>& box_i = b[i];
+      const acc_t reach = box_i.radius + max_radius;
+      // Window of x centres that can reach box i; the exact disc test below decides.
+      const auto lo = std::lower_bound(by_x.begin(), by_x.end(), box_i.cx - reach,
+                                       [](const DiscAt& d, acc_t x) { return d.x < x; });
+      std::vector<int32_t>& row = later_overlaps[i];
+      const acc_t x_end = box_i.cx + reach;
+      for (auto it = lo; it != by_x.end() && !(it->x > x_end); ++it) {
+        if (it->pos <= i) continue;
+        if (discs_apart(box_i.cx, box_i.cy, box_i.radius, it->x, it->y, it->radius)) continue;
+        if (iou_bev(box_i, b[it->pos]) > threshold) row.push_back(it->pos);
+      }
+    }
+  });
+  std::vector<uint8_t> suppressed(static_cast<size_t>(n), 0);
+  std::vector<int64_t> kept;  // positions in the score order
+  for (int64_t i = 0; i < n; ++i) {
+    if (suppressed[i]) continue;
+    kept.push_back(i);
+    for (int32_t j : later_overlaps[i]) suppressed[j] = 1;
+  }
+  return kept;
+}
+
 at::Tensor nms_bev_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   const char* op = "pointmae.nms_bev";
   check_boxes(op, "boxes", boxes);
@@ -103,32 +153,18 @@ at::Tensor nms_bev_cpu(const at::Tensor& boxes, const at::Tensor& scores, double
   check_iou_threshold(op, iou_threshold);
   const int64_t n = boxes.size(0);
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  TORCH_CHECK_VALUE(n <= INT32_MAX, op, ": at most ", INT32_MAX, " boxes are supported, got ", n);
   const at::Tensor order = std::get<1>(at::sort(scores, /*stable=*/true, /*dim=*/0, /*descending=*/true));
   const at::Tensor sorted_boxes = boxes.index_select(0, order);
   const int64_t* order_data = order.data_ptr<int64_t>();
   std::vector<int64_t> kept;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(boxes.scalar_type(), "pointmae.nms_bev", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto b = prepare_all<scalar_t, acc_t>(sorted_boxes);
-    const acc_t threshold = static_cast<acc_t>(iou_threshold);
-    const auto discs = bounding_discs(b);
-    std::vector<uint8_t> suppressed(static_cast<size_t>(n), 0);
-    for (int64_t i = 0; i < n; ++i) {
-      if (suppressed[i]) continue;
-      kept.push_back(order_data[i]);
-      const PreparedBox<acc_t> keeper = b[i];
-      at::parallel_for(i + 1, n, 2048, [&](int64_t begin, int64_t end) {
-        for (int64_t j = begin; j < end; ++j) {
-          if (suppressed[j]) continue;
-          const acc_t* disc = &discs[3 * j];
-          if (discs_apart(keeper.cx, keeper.cy, keeper.radius, disc[0], disc[1], disc[2])) continue;
-          if (iou_bev(keeper, b[j]) > threshold) suppressed[j] = 1;
-        }
-      });
-    }
+    kept = greedy_nms_sorted(prepare_all<scalar_t, acc_t>(sorted_boxes), static_cast<acc_t>(iou_threshold));
   });
   at::Tensor out = at::empty({static_cast<int64_t>(kept.size())}, boxes.options().dtype(at::kLong));
-  std::copy(kept.begin(), kept.end(), out.data_ptr<int64_t>());
+  int64_t* out_data = out.data_ptr<int64_t>();
+  for (size_t k = 0; k < kept.size(); ++k) out_data[k] = order_data[kept[k]];
   return out;
 }
 

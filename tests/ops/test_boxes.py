@@ -292,6 +292,23 @@ def test_nms_matches_greedy_over_iou_matrix_at_scale():
     assert box_ops.nms_bev(boxes, scores, 1.0).tolist() == sorted(range(n), key=lambda i: (-float(scores[i]), i))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nms_both_cpu_schedules_agree(threads):
+    # One thread: lazy greedy scan. Several: per-box overlap lists in one parallel region, then greedy.
+    torch.manual_seed(8)
+    n = 600
+    det = torch.cat([torch.rand(n, 2) * 20, torch.zeros(n, 1), torch.rand(n, 3) * 2 + 1, torch.rand(n, 1) * 6], 1)
+    scores = torch.rand(n).round(decimals=2)
+    iou = box_ops.box_iou_bev(det, det)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for thr in (0.0, 0.25, 0.6):
+            assert box_ops.nms_bev(det, scores, thr).tolist() == greedy_from_matrix(iou, scores, thr)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_nms_simple_cases():
     boxes = t([box(0, 0, 0, 2, 2, 1), box(0.1, 0, 0, 2, 2, 1), box(5, 5, 0, 2, 2, 1), box(0, 0, 0, 2, 2, 1, math.pi)])
     scores = torch.tensor([0.9, 0.95, 0.3, 0.95], dtype=torch.float64)
