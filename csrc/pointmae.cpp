@@ -55,9 +55,14 @@ TORCH_LIBRARY(pointmae, m) {
   m.def("scatter_to_voxels_backward(Tensor grad_out, Tensor point_to_voxel, Tensor arg, SymInt num_points, str reduce) -> Tensor");
 
   // ---------------------------------------------------------------- boxes (csrc/box_ops)
-  // Boxes are (x, y, z, dx, dy, dz, heading), centre at the geometric centre, heading CCW from +x.
+  // Boxes are (N, >=7): (x, y, z, dx, dy, dz, heading, ...), centre at the geometric centre, dx along the
+  // heading, heading CCW from +x; extra columns are ignored. The first 7 columns must be finite, sizes >= 0.
+  // IoU matrices (N, M) in the dtype of boxes_a: rotated rectangles in the x-y plane, and upright 3D boxes
+  // (BEV intersection x z overlap / union of volumes). Zero-area (zero-volume) boxes give 0.
   m.def("box_iou_bev(Tensor boxes_a, Tensor boxes_b) -> Tensor");
   m.def("box_iou_3d(Tensor boxes_a, Tensor boxes_b) -> Tensor");
-  // Greedy rotated BEV NMS. Returns kept indices (K,) int64, by descending score (ties: lower index first).
+  // Greedy rotated BEV NMS: a box is suppressed when its BEV IoU with a kept box is > iou_threshold
+  // (in [0, 1]); scores (N,) without NaN. Returns kept indices (K,) int64, by descending score (ties:
+  // lower index first).
   m.def("nms_bev(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
 }
