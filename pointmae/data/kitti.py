@@ -279,7 +279,12 @@ class KittiObjectDataset:
         else:
             self.frame_ids = sorted(p.stem for p in (self.subset_dir / "velodyne").glob("*.bin"))
         if not self.frame_ids:
-            raise DataError(self.subset_dir / "velodyne", "no frames found")
+            raise DataError(split_file if split_file is not None and split_file.is_file()
+                            else self.subset_dir / "velodyne", "no frames listed / found")
+        # Sequence metadata written by the synthetic world (poses, timestamps, tracks), if present.
+        self._sequence_index_path = self.root / "sequences" / "index.json"
+        self._sequence_index = None
+        self._sequences: dict[str, dict] = {}
 
     def __len__(self):
         return len(self.frame_ids)
@@ -313,5 +318,38 @@ class KittiObjectDataset:
                                                  labels.truncated[care]),
                         "num_points": count_points_in_boxes(points[:, :3], boxes),
                         "line": labels.lines[care]}
-        return Frame(points=points, channels=("x", "y", "z", "intensity"), timestamp=0.0,
-                     frame_id=frame_id, boxes=boxes, names=names, box_meta=box_meta, meta=meta)
+        frame = Frame(points=points, channels=("x", "y", "z", "intensity"), timestamp=0.0,
+                      frame_id=frame_id, boxes=boxes, names=names, box_meta=box_meta, meta=meta)
+        if self._sequence_index_path.is_file():
+            self._attach_sequence_metadata(frame)
+        return frame
+
+    def _attach_sequence_metadata(self, frame: Frame) -> None:
+        """Pose, timestamp, sequence id, and (for labelled frames) track ids and velocities from
+        sequences/*.json (the synthetic world's metadata; see synthetic/kitti_writer.py)."""
+        import json
+        if self._sequence_index is None:
+            self._sequence_index = json.loads(self._sequence_index_path.read_text())
+        entry = self._sequence_index.get(frame.frame_id)
+        if entry is None:
+            return
+        name, i = entry
+        if name not in self._sequences:
+            path = self._sequence_index_path.parent / name
+            self._sequences[name] = json.loads(require_file(path).read_text())
+        record = self._sequences[name]
+        frame.pose = np.array(record["poses"][i], dtype=np.float64).reshape(4, 4)
+        frame.timestamp = float(record["timestamps"][i])
+        frame.sequence_id = record["sequence_id"]
+        if not self.with_labels:
+            return
+        track_ids = np.array(record["label_track_ids"][i], dtype=np.int64)
+        if len(track_ids) != len(frame.boxes):
+            raise DataError(self._sequence_index_path.parent / name,
+                            f"frame {frame.frame_id}: {len(track_ids)} track ids for {len(frame.boxes)} labels")
+        velocity_world = np.array([record["tracks"][str(t)]["boxes_world"][record["tracks"][str(t)]["frames"]
+                                   .index(frame.frame_id)][7:9] for t in track_ids]).reshape(-1, 2)
+        # Velocities into the sensor axes (the pose is yaw-only for synthetic frames).
+        velocity = np.linalg.solve(frame.pose[:2, :2], velocity_world.T).T
+        frame.boxes = np.c_[frame.boxes, velocity]
+        frame.box_meta["track_id"] = track_ids
