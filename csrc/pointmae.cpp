@@ -8,18 +8,7 @@
 //    and register with TORCH_LIBRARY_IMPL(pointmae, CPU|CUDA, m); the dispatcher picks the backend.
 //  - Deterministic: the same input gives the same output on the same device; ties go to the lowest
 //    index.
-#include <Python.h>
 #include <torch/library.h>
-
-// The extension is imported as the Python module `pointmae._C`; importing it runs the static
-// registrations below and in every kernel file. It defines no Python functions of its own: the ops
-// are reached through torch.ops.pointmae.* (see pointmae/ops/).
-extern "C" {
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(pointmae, m) {
   // ---------------------------------------------------------------- sampling (csrc/fps)

@@ -1,0 +1,238 @@
+"""The embedded default object dataset: surface point clouds of procedurally generated shapes.
+
+No download is needed: item i of a split is generated from (seed, split, i) alone, so the dataset is
+deterministic, independent of worker order, and as large as asked. Each class is a primitive or a
+composite of primitives with random proportions; every cloud gets a random pose (rotation about the
+up axis plus a small tilt), Gaussian surface noise, and is normalised to the unit sphere like
+ModelNet40 (centred, max norm 1). Points are sampled uniformly by area on each surface.
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# ---- area-uniform surface samplers of primitives in their own frame (z up) -----------------------
+
+
+def _sphere(rng, n, r):
+    v = rng.normal(size=(n, 3))
+    return r * v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _sphere_area(r):
+    return 4 * math.pi * r * r
+
+
+def _box(rng, n, a, b, c):
+    # faces in pairs: (b*c) at x = +-a/2, (a*c) at y = +-b/2, (a*b) at z = +-c/2
+    areas = np.array([b * c, a * c, a * b])
+    face = rng.choice(3, size=n, p=areas / areas.sum())
+    sign = rng.choice([-1.0, 1.0], size=n)
+    p = (rng.random((n, 3)) - 0.5) * np.array([a, b, c])
+    half = np.array([a, b, c]) / 2
+    p[np.arange(n), face] = sign * half[face]
+    return p
+
+
+def _box_area(a, b, c):
+    return 2 * (a * b + b * c + a * c)
+
+
+def _cylinder(rng, n, r, h):
+    side, cap = 2 * math.pi * r * h, math.pi * r * r
+    part = rng.choice(3, size=n, p=np.array([side, cap, cap]) / (side + 2 * cap))
+    theta = rng.random(n) * 2 * math.pi
+    rad = np.where(part == 0, r, r * np.sqrt(rng.random(n)))           # sqrt: uniform on a disc
+    z = np.where(part == 0, (rng.random(n) - 0.5) * h, np.where(part == 1, h / 2, -h / 2))
+    return np.stack([rad * np.cos(theta), rad * np.sin(theta), z], axis=1)
+
+
+def _cylinder_area(r, h):
+    return 2 * math.pi * r * h + 2 * math.pi * r * r
+
+
+def _cone(rng, n, r, h):
+    slant = math.sqrt(r * r + h * h)
+    lateral, base = math.pi * r * slant, math.pi * r * r
+    on_side = rng.random(n) < lateral / (lateral + base)
+    theta = rng.random(n) * 2 * math.pi
+    t = np.sqrt(rng.random(n))                                           # distance from apex, area-uniform
+    rad = np.where(on_side, r * t, r * np.sqrt(rng.random(n)))
+    z = np.where(on_side, h / 2 - h * t, -h / 2)
+    return np.stack([rad * np.cos(theta), rad * np.sin(theta), z], axis=1)
+
+
+def _cone_area(r, h):
+    return math.pi * r * math.sqrt(r * r + h * h) + math.pi * r * r
+
+
+def _torus(rng, n, big_r, small_r):
+    # The area element is proportional to (R + r cos v): rejection-sample v against it.
+    out = np.empty((0, 3))
+    while len(out) < n:
+        m = 2 * (n - len(out)) + 16
+        u, v = rng.random(m) * 2 * math.pi, rng.random(m) * 2 * math.pi
+        keep = rng.random(m) < (big_r + small_r * np.cos(v)) / (big_r + small_r)
+        u, v = u[keep], v[keep]
+        ring = big_r + small_r * np.cos(v)
+        out = np.concatenate([out, np.stack([ring * np.cos(u), ring * np.sin(u), small_r * np.sin(v)], 1)])
+    return out[:n]
+
+
+def _torus_area(big_r, small_r):
+    return 4 * math.pi * math.pi * big_r * small_r
+
+
+@dataclass
+class Part:
+    sample: Callable
+    area: float
+    offset: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rotate_x90: bool = False            # lay the part on its side (e.g. a mug handle)
+
+
+def _u(rng, lo, hi):
+    return float(rng.uniform(lo, hi))
+
+
+# ---- classes: each returns the parts of one random instance ----------------------------------------
+
+def _c_sphere(rng):
+    r = _u(rng, 0.5, 1.0)
+    return [Part(lambda g, n: _sphere(g, n, r), _sphere_area(r))]
+
+
+def _c_box(rng):
+    a, b, c = _u(rng, 0.4, 1.2), _u(rng, 0.4, 1.2), _u(rng, 0.4, 1.2)
+    return [Part(lambda g, n: _box(g, n, a, b, c), _box_area(a, b, c))]
+
+
+def _c_cylinder(rng):
+    r, h = _u(rng, 0.2, 0.5), _u(rng, 0.8, 2.0)
+    return [Part(lambda g, n: _cylinder(g, n, r, h), _cylinder_area(r, h))]
+
+
+def _c_cone(rng):
+    r, h = _u(rng, 0.3, 0.7), _u(rng, 0.8, 1.8)
+    return [Part(lambda g, n: _cone(g, n, r, h), _cone_area(r, h))]
+
+
+def _c_torus(rng):
+    big, small = _u(rng, 0.6, 1.0), _u(rng, 0.12, 0.3)
+    return [Part(lambda g, n: _torus(g, n, big, small), _torus_area(big, small))]
+
+
+def _c_table(rng):
+    w, d, t, h, lr = _u(rng, 1.0, 1.6), _u(rng, 0.6, 1.2), _u(rng, 0.04, 0.1), _u(rng, 0.6, 1.0), _u(rng, 0.03, 0.07)
+    parts = [Part(lambda g, n: _box(g, n, w, d, t), _box_area(w, d, t), (0, 0, h / 2))]
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            parts.append(Part(lambda g, n: _cylinder(g, n, lr, h), _cylinder_area(lr, h),
+                              (sx * (w / 2 - 2 * lr), sy * (d / 2 - 2 * lr), 0.0)))
+    return parts
+
+
+def _c_lamp(rng):
+    pr, ph, sr, sh = _u(rng, 0.03, 0.06), _u(rng, 0.8, 1.4), _u(rng, 0.3, 0.5), _u(rng, 0.3, 0.5)
+    br, bh = _u(rng, 0.2, 0.35), _u(rng, 0.04, 0.1)
+    return [Part(lambda g, n: _cylinder(g, n, pr, ph), _cylinder_area(pr, ph), (0, 0, 0)),
+            Part(lambda g, n: _cone(g, n, sr, sh), _cone_area(sr, sh), (0, 0, ph / 2 + sh / 4)),
+            Part(lambda g, n: _cylinder(g, n, br, bh), _cylinder_area(br, bh), (0, 0, -ph / 2))]
+
+
+def _c_dumbbell(rng):
+    r, br, length = _u(rng, 0.25, 0.45), _u(rng, 0.05, 0.1), _u(rng, 0.8, 1.4)
+    return [Part(lambda g, n: _sphere(g, n, r), _sphere_area(r), (0, 0, length / 2)),
+            Part(lambda g, n: _sphere(g, n, r), _sphere_area(r), (0, 0, -length / 2)),
+            Part(lambda g, n: _cylinder(g, n, br, length), _cylinder_area(br, length))]
+
+
+def _c_mug(rng):
+    r, h = _u(rng, 0.35, 0.55), _u(rng, 0.7, 1.1)
+    hr, ht = _u(rng, 0.2, 0.3), _u(rng, 0.04, 0.07)
+    return [Part(lambda g, n: _cylinder(g, n, r, h), _cylinder_area(r, h)),
+            Part(lambda g, n: _torus(g, n, hr, ht), _torus_area(hr, ht), (r + hr * 0.6, 0, 0), rotate_x90=True)]
+
+
+def _c_snowman(rng):
+    r1, r2, r3 = _u(rng, 0.4, 0.55), _u(rng, 0.28, 0.4), _u(rng, 0.15, 0.27)
+    return [Part(lambda g, n: _sphere(g, n, r1), _sphere_area(r1), (0, 0, 0)),
+            Part(lambda g, n: _sphere(g, n, r2), _sphere_area(r2), (0, 0, r1 + r2 * 0.8)),
+            Part(lambda g, n: _sphere(g, n, r3), _sphere_area(r3), (0, 0, r1 + 1.6 * r2 + r3 * 0.8))]
+
+
+CLASSES = {
+    "sphere": _c_sphere, "box": _c_box, "cylinder": _c_cylinder, "cone": _c_cone, "torus": _c_torus,
+    "table": _c_table, "lamp": _c_lamp, "dumbbell": _c_dumbbell, "mug": _c_mug, "snowman": _c_snowman,
+}
+CLASS_NAMES: List[str] = list(CLASSES)
+_SPLIT_SALT = {"train": 0, "test": 1}
+
+
+def _rotation(rng, tilt_deg: float) -> np.ndarray:
+    yaw = rng.uniform(0, 2 * math.pi)
+    ax, ay = np.radians(rng.uniform(-tilt_deg, tilt_deg, size=2))
+    cz, sz, cx, sx, cy, sy = math.cos(yaw), math.sin(yaw), math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay)
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    return ry @ rx @ rz
+
+
+def make_shape(class_name: str, num_points: int, rng: np.random.Generator, noise_std: float = 0.01,
+               tilt_deg: float = 15.0) -> np.ndarray:
+    """One random instance of `class_name` as (num_points, 3) float32 on the unit sphere."""
+    if class_name not in CLASSES:
+        raise ValueError(f"make_shape: unknown class {class_name!r}; choose from {CLASS_NAMES}")
+    parts = CLASSES[class_name](rng)
+    areas = np.array([p.area for p in parts])
+    counts = rng.multinomial(num_points, areas / areas.sum())
+    pieces = []
+    for part, n in zip(parts, counts):
+        if n == 0:
+            continue
+        pts = part.sample(rng, int(n))
+        if part.rotate_x90:
+            pts = pts[:, [0, 2, 1]]
+        pieces.append(pts + np.asarray(part.offset))
+    pts = np.concatenate(pieces)[rng.permutation(num_points)]
+    pts = pts @ _rotation(rng, tilt_deg).T + rng.normal(scale=noise_std, size=pts.shape)
+    pts -= pts.mean(axis=0)
+    pts /= np.linalg.norm(pts, axis=1).max()
+    return pts.astype(np.float32)
+
+
+class SyntheticShapes(Dataset):
+    """Procedural shapes, `samples_per_class` instances of each class per split.
+
+    Item -> (points (num_points, 3) float32 tensor, label int). Generated on the fly from
+    (seed, split, index): the same arguments always give the same data.
+    """
+
+    def __init__(self, split: str = "train", num_points: int = 1024, samples_per_class: int = 100,
+                 seed: int = 0, noise_std: float = 0.01, classes: List[str] = None):
+        if split not in _SPLIT_SALT:
+            raise ValueError(f"SyntheticShapes: split must be one of {list(_SPLIT_SALT)}, got {split!r}")
+        if num_points < 1 or samples_per_class < 1:
+            raise ValueError(f"SyntheticShapes: num_points and samples_per_class must be >= 1, got "
+                             f"{num_points} and {samples_per_class}")
+        self.classes = list(classes or CLASS_NAMES)
+        unknown = sorted(set(self.classes) - set(CLASS_NAMES))
+        if unknown:
+            raise ValueError(f"SyntheticShapes: unknown classes {unknown}; choose from {CLASS_NAMES}")
+        self.split, self.num_points, self.samples_per_class = split, num_points, samples_per_class
+        self.seed, self.noise_std = seed, noise_std
+
+    def __len__(self):
+        return len(self.classes) * self.samples_per_class
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"SyntheticShapes: index {index} out of range [0, {len(self)})")
+        label = index % len(self.classes)
+        rng = np.random.default_rng([self.seed, _SPLIT_SALT[self.split], index])
+        pts = make_shape(self.classes[label], self.num_points, rng, self.noise_std)
+        return torch.from_numpy(pts), label

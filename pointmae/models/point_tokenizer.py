@@ -1,0 +1,56 @@
+"""Point patches for Point-MAE (Pang et al., "Masked Autoencoders for Point Cloud Self-supervised
+Learning", ECCV 2022, Sec. 3.1): farthest point sampling picks G patch centres, each centre's k
+nearest neighbours form its patch, and patch coordinates are taken relative to the centre.
+"""
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from pointmae import ops
+
+
+def group_points(xyz: torch.Tensor, num_groups: int, group_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """xyz (B, N, 3) -> (neighborhoods (B, G, K, 3) relative to their centre, centers (B, G, 3)).
+
+    Deterministic: FPS starts at each cloud's first point (Point-MAE's choice), and kNN ties go to
+    the lowest index.
+    """
+    if xyz.dim() != 3 or xyz.shape[-1] != 3:
+        raise ValueError(f"group_points: `xyz` must be (B, N, 3), got {tuple(xyz.shape)}")
+    B, N, _ = xyz.shape
+    if num_groups > N or group_size > N:
+        raise ValueError(f"group_points: a cloud of {N} points cannot make {num_groups} groups of "
+                         f"{group_size} points; both must be <= {N}")
+    center_idx = ops.fps(xyz, num_samples=num_groups)                       # (B, G) local
+    centers = torch.gather(xyz, 1, center_idx.unsqueeze(-1).expand(-1, -1, 3))  # (B, G, 3)
+    _, idx = ops.knn(centers, None, xyz, None, group_size)                  # (B, G, K) local
+    flat = idx + (torch.arange(B, device=xyz.device) * N).view(B, 1, 1)
+    neighborhoods = xyz.reshape(B * N, 3)[flat.reshape(-1)].view(B, num_groups, group_size, 3)
+    return neighborhoods - centers.unsqueeze(2), centers
+
+
+class MiniPointNet(nn.Module):
+    """Embeds each patch (K points, relative coordinates) into one token: a shared per-point MLP,
+    a max-pooled global feature concatenated back to every point, a second shared MLP and a final
+    max pool (PointNet, Qi et al., CVPR 2017, as used by Point-BERT / Point-MAE).
+
+    (B, G, K, 3) -> (B, G, embed_dim). 1x1 convolutions keep the published checkpoints' weight shapes.
+    """
+
+    def __init__(self, embed_dim: int = 384):
+        super().__init__()
+        self.first_conv = nn.Sequential(
+            nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Conv1d(128, 256, 1))
+        self.second_conv = nn.Sequential(
+            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Conv1d(512, embed_dim, 1))
+        self.embed_dim = embed_dim
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        B, G, K, _ = patches.shape
+        x = patches.reshape(B * G, K, 3).transpose(1, 2)                  # (BG, 3, K)
+        feat = self.first_conv(x)                                           # (BG, 256, K)
+        glob = feat.max(dim=2, keepdim=True).values                         # (BG, 256, 1)
+        feat = torch.cat([glob.expand(-1, -1, K), feat], dim=1)             # (BG, 512, K)
+        feat = self.second_conv(feat)                                       # (BG, C, K)
+        return feat.max(dim=2).values.reshape(B, G, self.embed_dim)
