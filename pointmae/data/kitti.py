@@ -324,6 +324,16 @@ class KittiObjectDataset:
             self._attach_sequence_metadata(frame)
         return frame
 
+    def previous(self, index: int) -> Frame | None:
+        """The previous frame of the same sequence (synthetic layouts with sequences/), else None.
+        Real KITTI object frames are independent snapshots: always None there."""
+        if index == 0 or not self._sequence_index_path.is_file():
+            return None
+        current, before = self[index], self[index - 1]
+        if before.sequence_id != current.sequence_id or before.timestamp >= current.timestamp:
+            return None
+        return before
+
     def _attach_sequence_metadata(self, frame: Frame) -> None:
         """Pose, timestamp, sequence id, and (for labelled frames) track ids and velocities from
         sequences/*.json (the synthetic world's metadata; see synthetic/kitti_writer.py)."""
