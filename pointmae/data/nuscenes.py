@@ -110,7 +110,8 @@ def _resolve(data_root: Path, path: str, default_folder: str) -> Path:
     candidate = Path(path)
     if candidate.is_absolute() and candidate.is_file():
         return candidate
-    for base in (data_root / path, data_root / default_folder / Path(path).name):
+    other = "samples/LIDAR_TOP" if default_folder.startswith("sweeps") else "sweeps/LIDAR_TOP"
+    for base in (data_root / path, data_root / default_folder / Path(path).name, data_root / other / Path(path).name):
         if base.is_file():
             return base
     # mmdet3d v1.0 infos carry "./data/nuscenes/samples/..." paths: try below data_root.
@@ -163,10 +164,8 @@ class NuScenesInfoDataset:
             instances = s.get("instances", [])
             boxes = np.array([inst["bbox_3d"] + list(inst.get("velocity", [np.nan, np.nan]))[:2]
                               for inst in instances], dtype=np.float64).reshape(-1, 9)
-            sweeps = [{"path": sw["lidar_points"]["lidar_path"], "timestamp": float(sw["timestamp"]),
-                       "lidar2ego": np.array(sw["lidar_points"].get("lidar2ego", lidar["lidar2ego"])),
-                       "ego2global": np.array(sw["lidar_points"].get("ego2global", s["ego2global"]))}
-                      for sw in s.get("lidar_sweeps", [])]
+            keyframe_pose = np.array(s["ego2global"], np.float64) @ np.array(lidar["lidar2ego"], np.float64)
+            sweeps = [self._sweep_v2(sw, keyframe_pose, i, k) for k, sw in enumerate(s.get("lidar_sweeps", []))]
             return {"token": s.get("token", str(i)), "timestamp": float(s["timestamp"]),
                     "lidar_path": lidar["lidar_path"], "lidar2ego": np.array(lidar["lidar2ego"], np.float64),
                     "ego2global": np.array(s["ego2global"], np.float64), "boxes": boxes,
@@ -177,6 +176,22 @@ class NuScenesInfoDataset:
                     "sweeps": sweeps}
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(self.info_path, f"data_list[{i}]: malformed entry ({type(exc).__name__}: {exc})") from None
+
+    def _sweep_v2(self, sw, keyframe_pose, i, k):
+        """A v1.1 sweep entry. update_infos_to_v2 writes lidar_points {lidar_path, lidar2ego,
+        lidar2sensor} and a top-level ego2global; lidar2sensor is the sweep sensor -> keyframe LiDAR
+        transform (from the v1.0 sensor2lidar). Expressed as lidar2ego / ego2global whose product
+        is the sweep sensor -> global pose."""
+        points = sw["lidar_points"]
+        ego2global = sw.get("ego2global", points.get("ego2global"))
+        if ego2global is not None and "lidar2ego" in points:
+            lidar2ego, ego2global = np.array(points["lidar2ego"], np.float64), np.array(ego2global, np.float64)
+        elif "lidar2sensor" in points:
+            lidar2ego, ego2global = np.eye(4), keyframe_pose @ np.array(points["lidar2sensor"], np.float64)
+        else:
+            raise KeyError(f"lidar_sweeps[{k}] has neither ego2global + lidar2ego nor lidar2sensor")
+        return {"path": points["lidar_path"], "timestamp": float(sw["timestamp"]),
+                "lidar2ego": lidar2ego, "ego2global": ego2global}
 
     def _from_v1(self, s, i):
         try:

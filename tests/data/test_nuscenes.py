@@ -110,6 +110,29 @@ def test_v1_info_with_sweeps(shared_data, tmp_path):
     np.testing.assert_allclose(frame.boxes[0, 7:], [0.0, -1.0], atol=1e-12)
 
 
+def test_v2_info_with_sweeps(shared_data, tmp_path):
+    """A v1.1 info as mmdet3d's update_infos_to_v2 writes sweeps: top-level ego2global, lidar2ego."""
+    raw = pickle.loads((shared_data / INFO).read_bytes())
+    sample = raw["data_list"][0]
+    ego2global = np.array(sample["ego2global"])
+    moved = ego2global.copy()
+    moved[:3, 3] -= ego2global[:3, :3] @ [3.0, 0.0, 0.0]          # the ego was 3 m further back
+    sample["lidar_sweeps"] = [{"lidar_points": {"lidar_path": sample["lidar_points"]["lidar_path"],
+                                                "lidar2ego": sample["lidar_points"]["lidar2ego"]},
+                               "ego2global": moved.tolist(), "timestamp": sample["timestamp"] - 0.05}]
+    path = tmp_path / "v2.pkl"
+    path.write_bytes(pickle.dumps(raw))
+    frame = NuScenesInfoDataset(path, data_root=shared_data / "nuscenes", num_sweeps=1, close_radius=0.0)[0]
+    n = 34688
+    # The same points seen from 3 m further back land 3 m behind (in ego axes ~ sensor axes).
+    shift = frame.points[n:, :3].astype(np.float64) - frame.points[:n, :3]
+    np.testing.assert_allclose(np.median(shift, axis=0), [-3.0, 0.0, 0.0], atol=0.1)
+    del sample["lidar_sweeps"][0]["ego2global"]
+    path.write_bytes(pickle.dumps(raw))
+    with pytest.raises(DataError, match="neither ego2global"):
+        NuScenesInfoDataset(path, data_root=shared_data / "nuscenes")
+
+
 def test_bad_info_files(tmp_path):
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a pickle")
