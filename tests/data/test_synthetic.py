@@ -97,7 +97,7 @@ def test_frame_content_is_plausible():
     world = SyntheticWorld(seed=1, sensor=COARSE, frames_per_sequence=4)
     frame = world.frame(0, 0)
     assert frame.channels == ("x", "y", "z", "intensity", "ring")
-    assert set(frame.names) <= {"Car", "Pedestrian", "Cyclist"} and "Car" in frame.names
+    assert set(frame.names) <= {"Car", "Van", "Truck", "Pedestrian", "Cyclist"} and "Car" in frame.names
     r = np.linalg.norm(frame.points[:, :3], axis=1)
     assert r.min() >= COARSE.min_range - 0.1 and r.max() <= COARSE.max_range + 0.1
     assert 0 <= frame.channel("intensity").min() and frame.channel("intensity").max() <= 1
@@ -130,6 +130,20 @@ def test_agents_and_ego_move_consistently():
         w1 = f1.pose[:3, :3] @ b1[:3] + f1.pose[:3, 3]
         v_world = f0.pose[:2, :2] @ b0[7:9]
         np.testing.assert_allclose((w1 - w0)[:2], v_world * 0.1, atol=1e-6)
+
+
+def test_agents_never_overlap_during_a_sequence():
+    from pointmae.data.boxes import box_corners, points_in_boxes
+    from pointmae.data.synthetic.scene import generate_scene
+    for seq in range(8):
+        scene = generate_scene(np.random.default_rng([0, seq]), 2.0)
+        for t in (0.0, 1.0, 2.0):
+            boxes = np.array([a.box_at(t, scene.slope) for a in scene.agents])[:, :7]
+            probes = np.concatenate([box_corners(boxes), boxes[:, None, :3]], axis=1)      # (M, 9, 3)
+            shrunk = boxes * np.r_[1, 1, 1, 0.98, 0.98, 0.98, 1]
+            inside = points_in_boxes(probes.reshape(-1, 3), shrunk).reshape(len(boxes), 9, len(boxes)).any(axis=1)
+            np.fill_diagonal(inside, False)
+            assert not inside.any(), (seq, t, np.argwhere(inside)[:3])
 
 
 def test_occlusion_levels():

@@ -3,11 +3,12 @@
 A scene is: a ground height field (slope + roughness), a road (lanes, edge strips used for parking or
 cycling, painted lane lines), sidewalks raised by a curb, scenery (buildings, walls, street lights,
 trees with porous crowns, bushes), unlabelled distractors (bins, bollards, cones) and labelled agents
-(cars, pedestrians, cyclists) that move at constant velocity. Agents sharing a lane share its speed
+(cars, vans, trucks, pedestrians, cyclists) that move at constant velocity. Agents sharing a lane share its speed
 and keep their spacing, so nothing drives through anything during a sequence.
 
 Agent sizes follow the KITTI training-set statistics (mean height/width/length: Car 1.53/1.63/3.88 m,
-Pedestrian 1.76/0.66/0.84 m, Cyclist 1.74/0.60/1.76 m) with realistic spreads; speeds: cars 5..15 m/s,
+Pedestrian 1.76/0.66/0.84 m, Cyclist 1.74/0.60/1.76 m, Van 2.21/1.90/5.08 m, Truck 3.25/2.59/10.1 m)
+with realistic spreads; speeds: cars 5..15 m/s,
 cyclists 3..7 m/s, pedestrians 0.8..1.8 m/s (some stand still).
 """
 from __future__ import annotations
@@ -33,7 +34,11 @@ AGENT_SIZES = {   # (mean, std) of length, width, height
     "Car": ((3.88, 0.40), (1.63, 0.10), (1.53, 0.12)),
     "Pedestrian": ((0.84, 0.15), (0.66, 0.10), (1.76, 0.11)),
     "Cyclist": ((1.76, 0.12), (0.60, 0.08), (1.74, 0.08)),
+    "Van": ((5.08, 0.45), (1.90, 0.10), (2.21, 0.15)),
+    "Truck": ((10.1, 1.5), (2.59, 0.10), (3.25, 0.30)),
 }
+MOVING_VEHICLES = (("Car", 0.85), ("Van", 0.10), ("Truck", 0.05))
+PARKED_VEHICLES = (("Car", 0.9), ("Van", 0.1))
 
 
 @dataclass
@@ -121,6 +126,22 @@ def car_parts(l, w, h) -> list[Part]:
     return parts
 
 
+def van_parts(l, w, h) -> list[Part]:
+    l, w, h = l - 2 * INSET, w - 2 * INSET, h - INSET
+    clearance, belt = 0.1 * h, 0.55 * h
+    return [Part(BOX, (0.0, 0.0, (clearance + belt) / 2, l / 2, w / 2, (belt - clearance) / 2), "car_paint"),
+            Part(BOX, (-0.1 * l, 0.0, (belt + h) / 2, 0.4 * l, w / 2, (h - belt) / 2), "car_paint"),
+            Part(BOX, (0.375 * l, 0.0, (belt + 0.92 * h) / 2, 0.075 * l, 0.48 * w, (0.92 * h - belt) / 2), "glass")]
+
+
+def truck_parts(l, w, h) -> list[Part]:
+    l, w, h = l - 2 * INSET, w - 2 * INSET, h - INSET
+    clearance = 0.25
+    cab = min(2.4, 0.25 * l)
+    return [Part(BOX, (l / 2 - cab / 2, 0.0, (clearance + 0.85 * h) / 2, cab / 2, w / 2, (0.85 * h - clearance) / 2), "car_paint"),
+            Part(BOX, (-cab / 2 - 0.05, 0.0, (clearance + 0.3 + h) / 2, (l - cab) / 2 - 0.05, w / 2, (h - clearance - 0.3) / 2), "metal")]
+
+
 def pedestrian_parts(l, w, h) -> list[Part]:
     h = h - INSET
     head = 0.11
@@ -136,7 +157,8 @@ def cyclist_parts(l, w, h) -> list[Part]:
             Part(SPHERE, (-0.05 * l, 0.0, h - 0.12, 0.12), "skin")]
 
 
-_PARTS = {"Car": car_parts, "Pedestrian": pedestrian_parts, "Cyclist": cyclist_parts}
+_PARTS = {"Car": car_parts, "Van": van_parts, "Truck": truck_parts, "Pedestrian": pedestrian_parts,
+          "Cyclist": cyclist_parts}
 
 
 def sample_dims(rng, name) -> np.ndarray:
@@ -256,12 +278,28 @@ def _place_along(rng, x_min, x_max, spacing_min, spacing_max, occupied=()) -> li
     return xs
 
 
+def _place_vehicles(rng, x_min, x_max, gap_min, gap_max, kinds, occupied=()) -> list[tuple[float, str, np.ndarray]]:
+    """Vehicles along x: each gets a class from `kinds` ((name, probability), ...) and a size, and
+    keeps at least gap_min metres of free road to its neighbours, whatever their lengths."""
+    names, probs = zip(*kinds)
+    out, front = [], x_min + rng.uniform(0, gap_max)           # `front`: where the free road starts
+    while True:
+        name = str(rng.choice(names, p=np.array(probs) / sum(probs)))
+        dims = sample_dims(rng, name)
+        x = front + dims[0] / 2
+        if x + dims[0] / 2 > x_max:
+            return out
+        if all(abs(x - ox) > gap + dims[0] / 2 for ox, gap in occupied):
+            out.append((x, name, dims))
+        front = x + dims[0] / 2 + rng.uniform(gap_min, gap_max)
+
+
 def _add_agents(rng, scene: Scene, x_min: float, x_max: float, duration: float) -> None:
     track = 0
 
-    def add(name, x, y, heading, velocity, base_offset=0.0):
+    def add(name, x, y, heading, velocity, base_offset=0.0, dims=None):
         nonlocal track
-        dims = sample_dims(rng, name)
+        dims = sample_dims(rng, name) if dims is None else dims
         scene.agents.append(Agent(track, name, dims, np.array([x, y]), float(heading), np.asarray(velocity, float),
                                   float(base_offset), _PARTS[name](*dims)))
         track += 1
@@ -269,30 +307,32 @@ def _add_agents(rng, scene: Scene, x_min: float, x_max: float, duration: float) 
     # Cars in lanes. Every car of a lane moves with the lane's speed, so the spacing never changes;
     # the ego's slot (x = 0 at t = 0) is kept free in its own lane.
     for lane, (y, speed) in enumerate(zip(scene.lane_centres, scene.lane_speeds)):
-        occupied = [(0.0, 8.0)] if lane == scene.ego_lane else []
-        for x in _place_along(rng, x_min, x_max, 9.0, 40.0, occupied):
-            add("Car", x, y + rng.normal(0, 0.15), 0.0 if y < 0 else np.pi, (speed, 0.0))
+        occupied = [(0.0, 2.5 + 2.5)] if lane == scene.ego_lane else []     # the ego: ~5 m long
+        for x, name, dims in _place_vehicles(rng, x_min, x_max, 5.0, 35.0, MOVING_VEHICLES, occupied):
+            add(name, x, y + rng.normal(0, 0.15), 0.0 if y < 0 else np.pi, (speed, 0.0), dims=dims)
     # Edge strips: parked cars (standing, either heading) or a bike lane with cyclists.
     for side in (-1.0, 1.0):
         y = side * (scene.road_half_width - EDGE_STRIP / 2)
         if rng.random() < 0.6:
-            for x in _place_along(rng, x_min, x_max, 6.0, 20.0):
-                add("Car", x, y + rng.normal(0, 0.1), rng.choice([0.0, np.pi]) + rng.normal(0, 0.05), (0.0, 0.0))
+            for x, name, dims in _place_vehicles(rng, x_min, x_max, 1.0, 15.0, PARKED_VEHICLES):
+                add(name, x, y + rng.normal(0, 0.1), rng.choice([0.0, np.pi]) + rng.normal(0, 0.05), (0.0, 0.0),
+                    dims=dims)
         else:
             speed = side * -1 * rng.uniform(3.0, 7.0)
             for x in _place_along(rng, x_min, x_max, 8.0, 40.0):
                 add("Cyclist", x, y + rng.normal(0, 0.2), 0.0 if speed > 0 else np.pi, (speed, 0.0))
-    # Pedestrians on the sidewalks, outside the furniture strip, each on its own line across the
-    # sidewalk (separate lines -> walkers pass each other instead of through each other).
+    # Pedestrians on the sidewalks, outside the furniture strip, on walking lines 1.1 m apart across
+    # the sidewalk. Everyone on a line walks at the line's speed (or stands), spaced >= 2 m along it,
+    # so nobody walks through anybody.
     for side in (-1.0, 1.0):
-        inner = scene.road_half_width + 1.2
-        n = int(rng.integers(3, 12))
-        lines = inner + np.linspace(0.3, scene.sidewalk_width - 1.6, n)
-        for offset in rng.permutation(lines):
+        first = scene.road_half_width + 1.5
+        last = scene.road_half_width + scene.sidewalk_width - 0.6
+        lines = np.arange(first, last + 1e-9, 1.1)
+        for offset in lines:
             y = side * offset
-            x = rng.uniform(-50, 60 + max(scene.ego_speed, 0) * duration)
-            if rng.random() < 0.25:
-                add("Pedestrian", x, y, rng.uniform(-np.pi, np.pi), (0.0, 0.0), scene.curb_height)
-            else:
-                speed = rng.choice([-1.0, 1.0]) * rng.uniform(0.8, 1.8)
-                add("Pedestrian", x, y, 0.0 if speed > 0 else np.pi, (speed, 0.0), scene.curb_height)
+            standing = rng.random() < 0.25
+            speed = 0.0 if standing else float(rng.choice([-1.0, 1.0]) * rng.uniform(0.8, 1.8))
+            for x, name, dims in _place_vehicles(rng, -60.0, 70.0 + max(scene.ego_speed, 0) * duration, 2.0, 40.0,
+                                                 (("Pedestrian", 1.0),)):
+                heading = rng.uniform(-np.pi, np.pi) if standing else (0.0 if speed > 0 else np.pi)
+                add("Pedestrian", x, y, heading, (speed, 0.0), scene.curb_height, dims=dims)
