@@ -36,9 +36,10 @@ def _height_colours(z: np.ndarray, z_range=(-2.5, 2.5)) -> np.ndarray:
 
 def render_bev(points: np.ndarray, boxes: np.ndarray | None = None, predictions: np.ndarray | None = None,
                x_range=(-40.0, 70.0), y_range=(-40.0, 40.0), resolution: float = 0.1,
-               labels=None, prediction_labels=None, z_range=(-2.5, 2.5)):
+               labels=None, prediction_labels=None, z_range=(-2.5, 2.5), prediction_scores=None):
     """A PIL image. points (N, >=3); boxes / predictions (M, >=7) in the same frame; `resolution`
-    metres per pixel. Image row 0 is x_range[1] (ahead), column 0 is y_range[1] (left)."""
+    metres per pixel. Image row 0 is x_range[1] (ahead), column 0 is y_range[1] (left).
+    Predictions are labelled with their class and, when given, their score."""
     Image, ImageDraw = _require_pillow()
     height = int(round((x_range[1] - x_range[0]) / resolution))
     width = int(round((y_range[1] - y_range[0]) / resolution))
@@ -68,9 +69,13 @@ def render_bev(points: np.ndarray, boxes: np.ndarray | None = None, predictions:
             draw.line(to_pixel([centre, front]), fill=colour, width=2)
             if names is not None:
                 px = to_pixel([quad[0]])[0]
-                draw.text((px[0] + 2, px[1] - 10), str(names[m])[:3], fill=colour)
+                text = str(names[m])
+                draw.text((px[0] + 2, px[1] - 10), text if " " in text else text[:3], fill=colour)
 
     draw_boxes(boxes, GROUND_TRUTH_COLOUR, labels)
+    if prediction_scores is not None:
+        names = prediction_labels if prediction_labels is not None else [""] * len(prediction_scores)
+        prediction_labels = [f"{str(n)[:3]} {float(v):.2f}".strip() for n, v in zip(names, prediction_scores)]
     draw_boxes(predictions, PREDICTION_COLOUR, prediction_labels)
     # The sensor.
     sx, sy = to_pixel([(0.0, 0.0)])[0]
@@ -79,7 +84,8 @@ def render_bev(points: np.ndarray, boxes: np.ndarray | None = None, predictions:
 
 
 def save_frame_bev(frame, path, predictions=None, **kwargs) -> Path:
-    """Render a pointmae Frame (numpy or torch points) and its boxes to a PNG at `path`."""
+    """Render a pointmae Frame (numpy or torch points) and its boxes to a PNG at `path`;
+    `predictions` (M, >=7) with optional prediction_labels / prediction_scores in kwargs."""
     points = frame.to_numpy().points if hasattr(frame, "to_numpy") else frame.points
     image = render_bev(points, frame.boxes, predictions, labels=frame.names, **kwargs)
     path = Path(path)

@@ -8,7 +8,8 @@ def test_bev_of_real_frame_with_predictions(shared_data, tmp_path):
     frame = KittiObjectDataset(shared_data / "kitti", split=None)[1]
     predictions = frame.boxes.copy()
     predictions[:, 0] += 1.0
-    path = save_frame_bev(frame, tmp_path / "bev.png", predictions=predictions)
+    path = save_frame_bev(frame, tmp_path / "bev.png", predictions=predictions,
+                          prediction_labels=frame.names, prediction_scores=np.linspace(0.9, 0.5, len(predictions)))
     from PIL import Image
     image = np.asarray(Image.open(path))
     assert image.shape == (1100, 800, 3)

@@ -134,3 +134,28 @@ def test_read_calibration_values(shared_data):
     calib = read_calibration(shared_data / "kitti/training/calib/000000.txt")
     assert calib.P2[0, 0] == pytest.approx(707.0493)
     assert "Tr_imu_to_velo" in calib.extra
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+
+from pointmae.data.kitti import KittiCalibration  # noqa: E402
+
+
+@given(tilt=st.tuples(*[st.floats(-0.2, 0.2)] * 3), box=st.tuples(
+    st.floats(1, 70), st.floats(-30, 30), st.floats(-3, 2), st.floats(0.2, 15), st.floats(0.2, 4), st.floats(0.2, 5),
+    st.floats(-np.pi, np.pi)))
+def test_label_lidar_round_trip_any_calibration(tilt, box):
+    """Exact both ways for arbitrary (tilted, non-identity R0_rect) calibrations."""
+    base = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    tr = np.c_[Rotation.from_euler("xyz", tilt).as_matrix() @ base, [0.1, -0.08, -0.27]]
+    calib = KittiCalibration(P2=np.eye(3, 4), R0_rect=Rotation.from_euler("xyz", [0.01, -0.01, 0.005]).as_matrix(),
+                             Tr_velo_to_cam=tr)
+    boxes = np.array([box])
+    back = camera_to_lidar_boxes(*lidar_to_camera_boxes(boxes, calib), calib)
+    np.testing.assert_allclose(back[:, :6], boxes[:, :6], atol=1e-9)
+    assert abs(wrap_angle(back[0, 6] - boxes[0, 6])) < 1e-9
+    location, dims, ry = lidar_to_camera_boxes(boxes, calib)
+    again = lidar_to_camera_boxes(camera_to_lidar_boxes(location, dims, ry, calib), calib)
+    np.testing.assert_allclose(again[0], location, atol=1e-9)
+    assert abs(wrap_angle(again[2][0] - ry[0])) < 1e-9

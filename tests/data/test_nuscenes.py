@@ -229,3 +229,20 @@ def test_tables_bad_json(tmp_path):
         NuScenesTables(tmp_path, "v1.0-test")
     with pytest.raises(DataError, match="v1.0-trainval"):
         NuScenesTables(tmp_path, "v1.0-trainval")
+
+
+def test_accumulate_frames_on_synthetic_sequence():
+    from pointmae.data.lidar_datasets import SyntheticFrames
+    from pointmae.data.sweeps import accumulate_frames
+    from pointmae.data.synthetic import sensor_preset
+    frames = SyntheticFrames(3, seed=1, sensor=sensor_preset("nuscenes32").with_(azimuth_resolution_deg=2.0),
+                             frames_per_sequence=3)
+    current, previous = frames[2], [frames[1], frames[0]]
+    stacked = accumulate_frames(current, previous, close_radius=0.0)
+    assert stacked.channels[-1] == "time_lag" and stacked.num_points == sum(f.num_points for f in [current, *previous])
+    np.testing.assert_allclose(np.unique(stacked.channel("time_lag")), [0.0, 0.1, 0.2], atol=1e-6)
+    # The static world lines up: each previous sweep's points moved into the current frame sit on the
+    # same world positions as before.
+    old = stacked.points[current.num_points:current.num_points + previous[0].num_points, :3].astype(np.float64)
+    world_old = previous[0].points[:, :3].astype(np.float64) @ previous[0].pose[:3, :3].T + previous[0].pose[:3, 3]
+    np.testing.assert_allclose(old @ current.pose[:3, :3].T + current.pose[:3, 3], world_old, atol=1e-3)
