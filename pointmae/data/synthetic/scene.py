@@ -89,6 +89,8 @@ class Scene:
     agents: list[Agent] = field(default_factory=list)
     ego_lane: int = 0
     ego_speed: float = 0.0
+    cross_x: float | None = None       # world x of a crossing street's centre line (None: no intersection)
+    cross_half_width: float = 0.0
 
     def ground_height(self, x, y):
         z = self.slope[0] * np.asarray(x, np.float64) + self.slope[1] * np.asarray(y, np.float64)
@@ -101,7 +103,10 @@ class Scene:
 
     def ground_albedo(self, x, y):
         """Asphalt on the road with dashed lane lines, terrain beyond the sidewalks."""
-        albedo = np.where(np.abs(y) <= self.road_half_width, MATERIALS["asphalt"][0], MATERIALS["terrain"][0])
+        on_road = np.abs(y) <= self.road_half_width
+        if self.cross_x is not None:
+            on_road = on_road | (np.abs(np.asarray(x) - self.cross_x) <= self.cross_half_width)
+        albedo = np.where(on_road, MATERIALS["asphalt"][0], MATERIALS["terrain"][0])
         for line_y in (self.lane_centres[:-1] + self.lane_centres[1:]) / 2:
             dashed = (np.abs(y - line_y) < 0.075) & (np.mod(x, 9.0) < 3.0)
             albedo = np.where(dashed, MATERIALS["lane_paint"][0], albedo)
@@ -192,8 +197,13 @@ def generate_scene(rng: np.random.Generator, duration_s: float, seed: int = 0) -
                   road_half_width=road_half_width, sidewalk_width=float(rng.uniform(3.0, 5.0)),
                   curb_height=float(rng.uniform(0.1, 0.16)), ego_lane=ego_lane, ego_speed=ego_speed)
     x_min, x_max = -110.0, 110.0 + max(ego_speed, 0.0) * duration_s
+    if rng.random() < 0.5:      # a crossing street somewhere ahead: cross traffic, open corners
+        scene.cross_x = float(rng.uniform(15.0, 60.0) + max(ego_speed, 0.0) * duration_s * rng.uniform(0, 1))
+        scene.cross_half_width = LANE_WIDTH + 1.0
     static: list[tuple[int, tuple, str, float]] = []
     _add_sidewalks_and_scenery(rng, scene, static, x_min, x_max)
+    if scene.cross_x is not None:
+        static = _cut_crossing(scene, static)
     kinds = np.array([s[0] for s in static], dtype=np.int64)
     params = np.zeros((len(static), 7))
     for i, s in enumerate(static):
@@ -202,7 +212,64 @@ def generate_scene(rng: np.random.Generator, duration_s: float, seed: int = 0) -
     scene.static_material = [s[2] for s in static]
     scene.static_porosity = np.array([s[3] for s in static])
     _add_agents(rng, scene, x_min, x_max, duration_s)
+    if scene.cross_x is not None:
+        _add_cross_traffic(rng, scene, duration_s)
+    # Cones at the road edge must not stand inside a parked vehicle.
+    parked = [a for a in scene.agents if a.name != "Pedestrian" and not np.any(a.velocity)]
+    keep = [not (scene.static_material[i] == "cone" and any(
+        abs(scene.static_params[i, 0] - a.start_xy[0]) < a.dims[0] / 2 + 0.5 and
+        np.sign(scene.static_params[i, 1]) == np.sign(a.start_xy[1]) for a in parked)) for i in range(len(scene.static_kind))]
+    keep = np.array(keep, dtype=bool)
+    scene.static_kind, scene.static_params = scene.static_kind[keep], scene.static_params[keep]
+    scene.static_material = [m for m, k in zip(scene.static_material, keep) if k]
+    scene.static_porosity = scene.static_porosity[keep]
     return scene
+
+
+def _cut_crossing(scene: Scene, static: list) -> list:
+    """Open the crossing street: everything off the main road inside the band |x - cross_x| <= w + 1
+    is removed; axis-aligned boxes (sidewalks, buildings, walls) are cut back to the band's edges."""
+    lo, hi = scene.cross_x - scene.cross_half_width - 1.0, scene.cross_x + scene.cross_half_width + 1.0
+    out = []
+    for kind, params, material, porosity in static:
+        cx, cy = params[0], params[1]
+        if abs(cy) < scene.road_half_width - 0.5:          # on the main road: keep
+            out.append((kind, params, material, porosity))
+            continue
+        if kind == BOX:
+            x0, x1 = cx - params[3], cx + params[3]
+            for a, b in ((x0, min(x1, lo)), (max(x0, hi), x1)):
+                if b - a > 0.5:
+                    out.append((BOX, ((a + b) / 2, cy, params[2], (b - a) / 2, *params[4:]), material, porosity))
+            continue
+        radius = params[4] if kind == CYLINDER else params[3]
+        if cx + radius < lo or cx - radius > hi:
+            out.append((kind, params, material, porosity))
+    return out
+
+
+def _add_cross_traffic(rng, scene: Scene, duration: float) -> None:
+    """Cross-street vehicles: a queue waiting at the stop line on each side (facing the main road)
+    and vehicles driving away from the intersection. Parked vehicles in the crossing's mouth leave."""
+    lo, hi = scene.cross_x - scene.cross_half_width - 1.0, scene.cross_x + scene.cross_half_width + 1.0
+    scene.agents = [a for a in scene.agents
+                    if not (np.all(a.velocity == 0) and a.name != "Pedestrian" and lo - 3 < a.start_xy[0] < hi + 3)]
+    track = max((a.track_id for a in scene.agents), default=-1) + 1
+    stop = scene.road_half_width + scene.sidewalk_width + 1.0
+    for side in (-1.0, 1.0):
+        # Right-hand traffic on the crossing street: driving +y uses x = cross_x + lane/2.
+        towards_x = scene.cross_x + LANE_WIDTH / 2 if side < 0 else scene.cross_x - LANE_WIDTH / 2
+        away_x = scene.cross_x - LANE_WIDTH / 2 if side < 0 else scene.cross_x + LANE_WIDTH / 2
+        heading_towards = np.pi / 2 if side < 0 else -np.pi / 2
+        for (y_along, name, dims) in _place_vehicles(rng, stop, stop + rng.uniform(10, 40), 1.5, 4.0, MOVING_VEHICLES):
+            scene.agents.append(Agent(track, name, dims, np.array([towards_x + rng.normal(0, 0.1), side * y_along]),
+                                      heading_towards + rng.normal(0, 0.02), np.zeros(2), 0.0, _PARTS[name](*dims)))
+            track += 1
+        speed = rng.uniform(4.0, 10.0)
+        for (y_along, name, dims) in _place_vehicles(rng, stop, stop + 60.0, 8.0, 30.0, MOVING_VEHICLES):
+            scene.agents.append(Agent(track, name, dims, np.array([away_x, side * y_along]), heading_towards + np.pi,
+                                      np.array([0.0, side * speed]), 0.0, _PARTS[name](*dims)))
+            track += 1
 
 
 def _add_sidewalks_and_scenery(rng, scene: Scene, static: list, x_min: float, x_max: float) -> None:
@@ -225,8 +292,8 @@ def _add_sidewalks_and_scenery(rng, scene: Scene, static: list, x_min: float, x_
             if choice < 0.3:        # street light
                 static.append((CYLINDER, (x, furniture_y, z0, z0 + rng.uniform(5.0, 9.0), rng.uniform(0.08, 0.15)), "metal", 0.0))
             elif choice < 0.7:      # tree: trunk + porous crown
-                trunk = rng.uniform(2.0, 3.5)
                 crown = rng.uniform(1.3, 3.0)
+                trunk = rng.uniform(2.4, 3.6) + 0.2 * crown     # crown bottom >= 2.4 m: over pedestrians' heads
                 static.append((CYLINDER, (x, furniture_y, z0, z0 + trunk + crown, rng.uniform(0.12, 0.3)), "bark", 0.0))
                 static.append((SPHERE, (x, furniture_y, z0 + trunk + 0.8 * crown, crown), "foliage", 0.35))
             elif choice < 0.85:     # trash bin (distractor)
