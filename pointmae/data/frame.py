@@ -81,8 +81,9 @@ class Frame:
         self.pose = np.asarray(self.pose, dtype=np.float64)
         if self.pose.shape != (4, 4):
             raise ValueError(f"Frame pose must be 4x4; got {self.pose.shape}")
-        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, np.shape(self.boxes)[-1]
-                                                                      if np.size(self.boxes) else 7)
+        self.boxes = np.asarray(self.boxes, dtype=np.float64)
+        if self.boxes.ndim != 2:            # e.g. [] for "no boxes"
+            self.boxes = self.boxes.reshape(-1, 7)
         if self.boxes.shape[1] not in (7, 9):
             raise ValueError(f"Frame boxes must be (M, 7) or (M, 9); got {self.boxes.shape}")
         self.names = np.asarray(self.names, dtype=str).reshape(-1)

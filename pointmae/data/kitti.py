@@ -213,7 +213,7 @@ def camera_to_lidar_boxes(location: np.ndarray, dims_hwl: np.ndarray, rotation_y
 
 def lidar_to_camera_boxes(boxes: np.ndarray, calib: KittiCalibration):
     """(M, 7) LiDAR boxes -> (location (M, 3) bottom centre, dims_hwl (M, 3), rotation_y (M,))."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, boxes.shape[-1] if np.ndim(boxes) == 2 else 7)
+    boxes = np.atleast_2d(np.asarray(boxes, np.float64))
     h = boxes[:, 5]
     centre_rect = calib.lidar_to_rect(boxes[:, :3])
     location = centre_rect + np.stack([np.zeros_like(h), h / 2.0, np.zeros_like(h)], axis=1)

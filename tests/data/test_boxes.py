@@ -76,3 +76,5 @@ def test_frame_validates_shapes():
     assert frame.channel("intensity").tolist() == [3.0, 7.0]
     assert frame.select_boxes(frame.box_meta["num_points"] > 0).names.tolist() == ["Car"]
     assert frame.to_torch().to_numpy().points.dtype == np.float32
+    assert Frame(points=np.zeros((0, 4)), boxes=np.zeros((0, 9))).boxes.shape == (0, 9)
+    assert Frame(points=np.zeros((0, 4)), boxes=[]).boxes.shape == (0, 7)

@@ -16,7 +16,7 @@ import numpy as np
 
 from pointmae.data.boxes import untransform_boxes
 from pointmae.data.frame import Frame
-from pointmae.data.synthetic.raycast import BOX, CYLINDER, SPHERE, GroundField, Primitives, cast_rays
+from pointmae.data.synthetic.raycast import BOX, CYLINDER, GroundField, Primitives, cast_rays
 from pointmae.data.synthetic.scene import FRAME_RATE_HZ, MATERIALS, Scene, generate_scene
 from pointmae.data.synthetic.sensor import SpinningLidar, sensor_preset
 
