@@ -362,4 +362,4 @@ class NuScenesTables:
 
 
 __all__ = ["NuScenesInfoDataset", "NuScenesTables", "lidar_to_global_boxes", "global_to_lidar_boxes",
-           "lidar_to_ego_boxes", "ego_to_lidar_boxes", "pose_matrix", "quaternion_to_matrix", "invert_pose"]
+           "lidar_to_ego_boxes", "ego_to_lidar_boxes", "pose_matrix", "quaternion_to_matrix", "to_sensor_axes"]

@@ -12,7 +12,6 @@ Protobuf wire format (protobuf.dev, "Encoding"): a message is a sequence of (tag
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 from pointmae.data.errors import DataError, require_file
 
@@ -150,4 +149,4 @@ def signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-__all__ = ["crc32c", "masked_crc32c", "read_tfrecords", "write_tfrecord", "parse_message", "Path"]
+__all__ = ["crc32c", "masked_crc32c", "read_tfrecords", "write_tfrecord", "parse_message"]
