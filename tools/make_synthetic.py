@@ -1,7 +1,7 @@
 """Generate a synthetic LiDAR data set in the KITTI layout (plus sequence metadata).
 
     python tools/make_synthetic.py OUT_DIR --frames 100 --seed 0 [--sensor hdl64|nuscenes32]
-           [--frames-per-sequence 20] [--labels camera|all] [--bev 3]
+           [--frames-per-sequence 20] [--labels camera|all] [--motion-distortion] [--bev 3]
 
 Deterministic: the same arguments give byte-identical files. See pointmae/data/synthetic/.
 """
@@ -24,13 +24,15 @@ def main(argv=None):
     p.add_argument("--frames-per-sequence", type=int, default=20)
     p.add_argument("--labels", default="camera", choices=["camera", "all"],
                    help="camera: only objects in the front camera (like KITTI); all: every agent in range")
+    p.add_argument("--motion-distortion", action="store_true",
+                   help="report each point in the sensor frame of its firing time (uncompensated sweep)")
     p.add_argument("--bev", type=int, default=0, help="also write bird's-eye-view PNGs of the first N frames")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.frames < 1:
         p.error("--frames must be >= 1")
     world = SyntheticWorld(seed=args.seed, sensor=sensor_preset(args.sensor),
-                           frames_per_sequence=args.frames_per_sequence)
+                           frames_per_sequence=args.frames_per_sequence, motion_distortion=args.motion_distortion)
     out = write_synthetic_kitti(args.out_dir, world, args.frames, label_fov=args.labels,
                                 progress=not args.no_progress)
     if args.bev:

@@ -212,3 +212,19 @@ def test_written_dataset_is_byte_identical_across_runs(tmp_path):
     assert files_a == files_b and len(files_a) > 10
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_motion_distortion_skews_the_sweep_by_ego_motion():
+    plain = SyntheticWorld(seed=2, sensor=COARSE)
+    skewed = SyntheticWorld(seed=2, sensor=COARSE, motion_distortion=True)
+    speed = plain.scene(0).ego_speed
+    assert speed > 0
+    a, b = plain.frame(0, 3), skewed.frame(0, 3)
+    assert a.num_points == b.num_points
+    shift = (b.points[:, :3] - a.points[:, :3]).astype(np.float64)
+    azimuth = np.arctan2(a.points[:, 1], a.points[:, 0])
+    ahead, behind = np.abs(azimuth) < 0.1, np.abs(azimuth) > np.pi - 0.1
+    # Straight ahead the firing time is the frame time; behind, +-0.05 s: +-speed * 0.05 m along x.
+    assert np.abs(shift[ahead, 0]).max() < 0.02 * speed
+    assert np.abs(np.abs(shift[behind, 0]) - 0.05 * speed).max() < 0.03 * speed
+    np.testing.assert_array_equal(b.points[:, 3:], a.points[:, 3:])

@@ -88,7 +88,7 @@ def write_synthetic_kitti(out_dir, world: SyntheticWorld, num_frames: int, label
         frames_here = min(per_seq, num_frames - frame_number)
         scene = world.scene(seq)
         record = {"sequence_id": f"synthetic-{world.seed}-{seq:04d}", "seed": world.seed, "sensor": world.sensor.name,
-                  "frame_rate_hz": 10.0, "frame_ids": [], "timestamps": [], "poses": [],
+                  "frame_rate_hz": 10.0, "motion_distortion": world.motion_distortion, "frame_ids": [], "timestamps": [], "poses": [],
                   "ego_velocity_world": [scene.ego_speed, 0.0], "label_track_ids": [],
                   "tracks": {str(a.track_id): {"name": a.name, "dims": a.dims.tolist(), "frames": [], "boxes_world": []}
                              for a in scene.agents}}

@@ -4,8 +4,15 @@ ray caster (raycast.py), producing labelled pointmae Frames, sequence by sequenc
 Determinism: sequence s of world seed S is generated from np.random.default_rng([S, s]); the noise of
 frame f from default_rng([S, s, f]). Any frame can be produced alone, in any order, with the same bytes.
 
-Simplifications (documented, not hidden): every sweep is instantaneous (no motion distortion during
-the 0.1 s rotation); the ego and the agents stay upright on the mean ground plane (the sensor sees the
+Motion distortion (optional, motion_distortion=True): a real spinning sensor fires column c at
+t + dt_c over its 0.1 s rotation (dt_c from -0.05 s behind the car through 0 straight ahead to
++0.05 s) and reports each point in the sensor frame of ITS firing time, so the uncompensated sweep is
+skewed by the ego's motion (a seam behind the car). We apply the ego part of that effect exactly:
+p_reported = inv(pose(t + dt_c)) @ pose(t) @ p; the agents' own motion within one rotation is not
+modelled (the scene is cast at t).
+
+Simplifications (documented, not hidden): the scene is cast at the frame time (agents do not move
+during one rotation); the ego and the agents stay upright on the mean ground plane (the sensor sees the
 slope; nothing tilts with it); a ray returns at most one echo.
 """
 from __future__ import annotations
@@ -36,6 +43,7 @@ class SyntheticWorld:
     seed: int = 0
     sensor: SpinningLidar = field(default_factory=lambda: sensor_preset("hdl64"))
     frames_per_sequence: int = 20
+    motion_distortion: bool = False
 
     def __post_init__(self):
         self._rays = self.sensor.ray_directions()
@@ -99,6 +107,8 @@ class SyntheticWorld:
         if sensor.intensity_scale > 1:
             intensity = np.round(intensity)
         ring = (rays // len(azimuth)).astype(np.float64)
+        if self.motion_distortion and scene.ego_speed > 0:
+            xyz = self._distort(scene, t, pose, xyz, rays % len(azimuth), len(azimuth))
         points = np.c_[xyz, intensity, ring].astype(np.float32)
 
         # Labels: agents whose centre is within the sensor's range.
@@ -125,6 +135,21 @@ class SyntheticWorld:
             yield self.frame(sequence, index)
 
     # ---- helpers ------------------------------------------------------------------------------
+    def _distort(self, scene: Scene, t: float, pose: np.ndarray, xyz: np.ndarray, columns: np.ndarray,
+                 num_columns: int) -> np.ndarray:
+        """Each point re-expressed in the sensor frame of its column's firing time (see module doc)."""
+        period = 1.0 / FRAME_RATE_HZ
+        out = np.empty_like(xyz)
+        # The ego moves smoothly: 64 pose samples over the rotation, each column uses the nearest.
+        samples = 64
+        group = (columns * samples) // num_columns
+        for g in np.unique(group):
+            dt = ((g + 0.5) / samples - 0.5) * period
+            relative = np.linalg.solve(self.ego_pose(scene, t + dt), pose)     # inv(P(t+dt)) @ P(t)
+            sel = group == g
+            out[sel] = xyz[sel] @ relative[:3, :3].T + relative[:3, 3]
+        return out
+
     def _ground(self, scene: Scene, pose: np.ndarray) -> GroundField:
         """The world ground height field rewritten in the sensor frame of `pose` (yaw-only)."""
         c, s = pose[0, 0], pose[1, 0]
