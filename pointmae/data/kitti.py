@@ -258,6 +258,9 @@ class KittiObjectDataset:
     Each Frame: points (N, 4) x, y, z, intensity (reflectance 0..1); boxes (M, 7) LiDAR frame; names;
     box_meta: truncated, occluded, alpha, bbox_2d, difficulty, num_points, line (label file line).
     DontCare regions are not boxes: they are kept in meta["dontcare_bbox_2d"] (and counted).
+    Real KITTI object frames are independent snapshots without poses or timestamps: pose is the
+    identity and timestamp 0. Layouts written by the synthetic world carry sequences/*.json, from
+    which pose, timestamp, sequence id, track ids and velocities ((M, 9) boxes) are filled in.
     """
 
     def __init__(self, root, split: str | None = "train", subset: str = "training", fov_only: bool = False,
