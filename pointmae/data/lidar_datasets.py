@@ -15,6 +15,7 @@ import torch
 from pointmae.data.frame import Frame
 from pointmae.data.kitti import KittiObjectDataset
 from pointmae.data.nuscenes import NuScenesInfoDataset, NuScenesTables
+from pointmae.data.sweeps import accumulate_frames
 from pointmae.data.synthetic.sensor import SpinningLidar, sensor_preset
 from pointmae.data.synthetic.world import SyntheticWorld
 from pointmae.data.user_sweeps import SweepFolderDataset
@@ -30,11 +31,14 @@ class SyntheticFrames:
     seed: int = 0
     sensor: SpinningLidar = field(default_factory=lambda: sensor_preset("hdl64"))
     frames_per_sequence: int = 20
+    num_sweeps: int = 0          # previous frames of the sequence to accumulate (time_lag channel)
+    motion_distortion: bool = False
 
     def __post_init__(self):
         if isinstance(self.sensor, str):
             self.sensor = sensor_preset(self.sensor)
-        self.world = SyntheticWorld(seed=self.seed, sensor=self.sensor, frames_per_sequence=self.frames_per_sequence)
+        self.world = SyntheticWorld(seed=self.seed, sensor=self.sensor, frames_per_sequence=self.frames_per_sequence,
+                                    motion_distortion=self.motion_distortion)
 
     def __len__(self):
         return self.num_frames
@@ -42,7 +46,15 @@ class SyntheticFrames:
     def __getitem__(self, index: int) -> Frame:
         if not 0 <= index < self.num_frames:
             raise IndexError(index)
-        return self.world.frame(index // self.frames_per_sequence, index % self.frames_per_sequence)
+        sequence, i = divmod(index, self.frames_per_sequence)
+        frame = self.world.frame(sequence, i)
+        if self.num_sweeps > 0:
+            # Like nuScenes' multi-sweep input: the previous frames (fewer at a sequence start; the
+            # number used is in meta["sweeps_used"]) in this frame's sensor frame, with time lags.
+            previous = [self.world.frame(sequence, j) for j in range(i - 1, max(i - 1 - self.num_sweeps, -1), -1)]
+            frame = accumulate_frames(frame, previous)
+            frame.meta["sweeps_used"] = len(previous)
+        return frame
 
     def previous(self, index: int) -> Frame | None:
         """The previous frame of the same sequence (for temporal models), or None."""

@@ -31,3 +31,14 @@ def test_kitti_layout_previous_frame(tmp_path):
     kitti = build_lidar_dataset("kitti", root=tmp_path, split="trainval")
     assert kitti.previous(0) is None and kitti.previous(2) is None
     assert kitti.previous(1).frame_id == "000000"
+
+
+def test_synthetic_multi_sweep_frames():
+    sensor = sensor_preset("nuscenes32").with_(azimuth_resolution_deg=2.0)
+    single = SyntheticFrames(3, seed=1, sensor=sensor, frames_per_sequence=3)
+    multi = SyntheticFrames(3, seed=1, sensor=sensor, frames_per_sequence=3, num_sweeps=5)
+    frame = multi[2]
+    assert frame.channels[-1] == "time_lag" and frame.meta["sweeps_used"] == 2
+    assert frame.num_points == sum(single[i].num_points for i in range(3))
+    assert multi[0].meta["sweeps_used"] == 0
+    np.testing.assert_array_equal(frame.boxes, single[2].boxes)
