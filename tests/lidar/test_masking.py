@@ -241,3 +241,35 @@ def test_empty_input():
 def test_bad_input_names_the_argument(call, argument):
     with pytest.raises((ValueError, TypeError), match=argument):
         call()
+
+
+# ------------------------------------------------------------------ properties over random inputs
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=5), keep_ratio=st.floats(0.01, 1.0),
+       sector_deg=st.sampled_from([0.5, 1.0, 7.0, 45.0, 360.0]), seed=st.integers(0, 2**31 - 1))
+def test_exact_counts_property(sizes, keep_ratio, sector_deg, seed):
+    g = gen(seed)
+    batch = torch.cat([torch.full((n,), b) for b, n in enumerate(sizes)]).long()
+    batch = batch[torch.randperm(len(batch), generator=g)]
+    xyz = torch.randn(len(batch), 3, generator=g) * 20
+    origin = torch.randn(len(sizes), 3, generator=g) * 5
+    n = torch.tensor(sizes)
+    keep = random_mask(batch, keep_ratio, gen(seed))
+    assert torch.equal(torch.bincount(batch[keep], minlength=len(sizes)), kept_count(n, keep_ratio))
+    keep = radial_mask(xyz, batch, origin, sector_deg, keep_ratio, gen(seed))
+    sector = radial_sector_index(xyz, batch, origin, sector_deg)
+    for b in range(len(sizes)):
+        sb, kb = sector[batch == b], keep[batch == b]
+        assert not set(sb[kb].tolist()) & set(sb[~kb].tolist())
+        assert len(set(sb[kb].tolist())) == int(kept_count(torch.tensor([len(set(sb.tolist()))]), keep_ratio))
+
+
+def test_mask_does_not_depend_on_data_device(device):
+    """Keys come from the generator's device, so a CPU generator gives the same mask for CUDA data."""
+    xyz, batch, origin = ring_scene()
+    expected = radial_mask(xyz, batch, origin, 3.0, 0.2, gen(5))
+    got = radial_mask(xyz.to(device), batch.to(device), origin.to(device), 3.0, 0.2, gen(5))
+    assert got.device.type == device.type and torch.equal(got.cpu(), expected)
+    assert torch.equal(random_mask(batch.to(device), 0.3, gen(6)).cpu(), random_mask(batch, 0.3, gen(6)))
