@@ -43,7 +43,9 @@ def test_voxel_backbone_8x_counts_and_names():
     }
     for key, shape in expected_shapes.items():
         assert tuple(sd[key].shape) == shape, key
-    assert not any(k.endswith("0.bias") and sd[k].dim() == 1 and k.count(".") == 2 and "conv_input.0" in k for k in sd)
+    conv_weights = [k for k, v in sd.items() if v.dim() == 5]
+    assert len(conv_weights) == 12
+    assert not any(k[:-len("weight")] + "bias" in sd for k in conv_weights)  # convs have no bias (BN follows)
     assert {k.split(".")[0] for k in sd} == {"conv_input", "conv1", "conv2", "conv3", "conv4", "conv_out"}
     assert model.sparse_shape == [41, 1600, 1408]
 

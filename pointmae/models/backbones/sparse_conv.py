@@ -116,6 +116,9 @@ class _SparseBackbone8x(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         c1, c2, c3, c4 = stage_channels
+        # The attribute names OpenPCDet's heads read (not part of the state dict).
+        self.num_point_features = out_channels
+        self.backbone_channels = {"x_conv1": c1, "x_conv2": c2, "x_conv3": c3, "x_conv4": c4}
 
         self.conv_input = SparseBNReLU(in_channels, c1, indice_key="subm1")
 
