@@ -30,7 +30,8 @@ Methods
   Range-aware variant: the sectors are further split by the horizontal distance to the sensor into
   range bins (``range_edges`` in metres) and each bin has its own keep ratio
   (``range_keep_ratios``), typically increasing with range, because far voxels are sparse and a
-  masked far sector leaves almost nothing to learn from.
+  masked far sector leaves almost nothing to learn from. (This per-bin exact-count formulation is
+  ours; it has not been checked line by line against the paper's range-aware variant.)
 
   Differences from the published R-MAE code, deliberately: that code measures the angle of a voxel
   on integer grid indices (x, y) relative to the grid's corner (index 0, 0), not in metres relative
