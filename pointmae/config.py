@@ -321,3 +321,75 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model families and datasets. Each dataclass lists the typed parameters of one constructor.
+
+
+@dataclass
+class PointMAEConfig(ModelConfig):
+    """pointmae.models.point_mae.PointMAE (defaults: the paper's)."""
+    name: str = "point_mae"
+    num_groups: int = 64
+    group_size: int = 32
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    decoder_depth: int = 4
+    decoder_num_heads: int = 6
+    mlp_ratio: float = 4.0
+    mask_ratio: float = 0.6
+    mask_type: Literal["random", "block"] = "random"
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class SyntheticShapesConfig(DataConfig):
+    """pointmae.data.objects.SyntheticShapes: the embedded procedural shapes (no download)."""
+    name: str = "synthetic_shapes"
+    split: Literal["train", "test"] = "train"
+    num_points: int = 1024
+    samples_per_class: int = 100
+    seed: int = 0
+    noise_std: float = 0.01
+    augment: bool = True           # Point-MAE's random scale and translate
+
+
+@dataclass
+class ModelNet40Config(DataConfig):
+    """ModelNet40 as users have it: `txt` (modelnet40_normal_resampled folder), `pickle`
+    (modelnet40_<split>_8192pts_fps.dat file) or `h5` (modelnet40_ply_hdf5_2048 folder)."""
+    name: str = "modelnet40"
+    root: str = "data/ModelNet/modelnet40_normal_resampled"
+    format: Literal["txt", "pickle", "h5"] = "txt"
+    split: Literal["train", "test"] = "train"
+    num_points: int = 1024
+    augment: bool = True
+
+
+@dataclass
+class ShapeNet55Config(DataConfig):
+    """ShapeNet-55 (Point-BERT layout: <root>/shapenet_pc/*.npy, <root>/ShapeNet-55/<split>.txt)."""
+    name: str = "shapenet55"
+    root: str = "data/ShapeNet55-34"
+    split: Literal["train", "test"] = "train"
+    num_points: int = 1024
+    augment: bool = True
+
+
+@dataclass
+class ScanObjectNNConfig(DataConfig):
+    name: str = "scanobjectnn"
+    root: str = "data/ScanObjectNN/h5_files"
+    variant: Literal["OBJ_ONLY", "OBJ_BG", "PB_T50_RS"] = "OBJ_BG"
+    split: Literal["train", "test"] = "train"
+    num_points: int = 2048
+    augment: bool = True
+
+
+MODEL_CONFIGS["point_mae"] = PointMAEConfig
+DATA_CONFIGS["synthetic_shapes"] = SyntheticShapesConfig
+DATA_CONFIGS["modelnet40"] = ModelNet40Config
+DATA_CONFIGS["shapenet55"] = ShapeNet55Config
+DATA_CONFIGS["scanobjectnn"] = ScanObjectNNConfig

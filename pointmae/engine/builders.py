@@ -16,7 +16,55 @@ from torch.utils.data import Dataset
 from pointmae.config import Config, DataConfig, ModelConfig, OptimConfig, SchedConfig
 from pointmae.models import MODEL_FACTORIES
 
-DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {}
+def _maybe_augment(dataset: Dataset, augment: bool) -> Dataset:
+    from pointmae.data.objects.augment import Augmented
+    return Augmented(dataset) if augment else dataset
+
+
+def _synthetic_shapes(cfg) -> Dataset:
+    from pointmae.data.objects import SyntheticShapes
+    ds = SyntheticShapes(cfg.split, cfg.num_points, cfg.samples_per_class, cfg.seed, cfg.noise_std)
+    return _maybe_augment(ds, cfg.augment)
+
+
+def _modelnet40(cfg) -> Dataset:
+    import glob
+    import os
+
+    from pointmae.data.objects import modelnet40_h5, modelnet40_pickle, modelnet40_txt
+    if cfg.format == "txt":
+        ds = modelnet40_txt(cfg.root, cfg.split, cfg.num_points)
+    else:
+        names_file = os.path.join(os.path.dirname(cfg.root.rstrip("/")), "modelnet40_shape_names.txt")
+        names = [f"class_{i}" for i in range(40)]
+        if os.path.exists(names_file):
+            names = [line.strip() for line in open(names_file) if line.strip()]
+        if cfg.format == "pickle":
+            ds = modelnet40_pickle(cfg.root, names, cfg.num_points)
+        else:
+            files = sorted(glob.glob(os.path.join(cfg.root, f"ply_data_{cfg.split}*.h5")))
+            if not files:
+                raise FileNotFoundError(f"data.root: no ply_data_{cfg.split}*.h5 files in {cfg.root}")
+            ds = modelnet40_h5(files, names, cfg.num_points)
+    return _maybe_augment(ds, cfg.augment)
+
+
+def _shapenet55(cfg) -> Dataset:
+    from pointmae.data.objects import shapenet55
+    return _maybe_augment(shapenet55(cfg.root, cfg.split, cfg.num_points), cfg.augment)
+
+
+def _scanobjectnn(cfg) -> Dataset:
+    from pointmae.data.objects import scanobjectnn
+    return _maybe_augment(scanobjectnn(cfg.root, cfg.variant, cfg.split, cfg.num_points), cfg.augment)
+
+
+DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
+    "synthetic_shapes": _synthetic_shapes,
+    "modelnet40": _modelnet40,
+    "shapenet55": _shapenet55,
+    "scanobjectnn": _scanobjectnn,
+}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

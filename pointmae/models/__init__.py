@@ -10,8 +10,18 @@ What the training engine expects of a model: `forward(batch)` returns a dict wit
 (the one that is back-propagated) and any other scalar terms to log; optionally
 `visualize(batch, outputs)` returns {name: HxWx3 uint8 picture} for TensorBoard and PNG files.
 """
+import dataclasses
 from typing import Callable
 
 from torch import nn
 
-MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+from pointmae.config import PointMAEConfig
+from pointmae.models.point_mae import PointMAE
+
+
+def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    return PointMAE(**kwargs)
+
+
+MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae}

@@ -144,15 +144,47 @@ class PointMAE(nn.Module):
     def forward_loss(self, pred, neighborhoods, mask):
         """Chamfer-L2 between predicted and true points of every masked patch (the paper's loss)."""
         target = neighborhoods[mask]                                     # (B * G_mask, K, 3)
-        return chamfer_loss_l2(pred, target)
+        return chamfer_loss_l2(pred, None, target, None)
 
-    def forward(self, points: torch.Tensor, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, batch, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+        """batch: points (B, N, 3), or a (points, labels) pair as the data loader yields it."""
+        points = batch[0] if isinstance(batch, (list, tuple)) else batch
+        points = points[..., :3].contiguous()
         neighborhoods, centers = self.patchify(points)
         mask = self.make_mask(centers, generator)
         x_vis = self.forward_encoder(neighborhoods, centers, mask)
         pred = self.forward_decoder(x_vis, centers, mask)
         loss = self.forward_loss(pred, neighborhoods, mask)
         return {"loss": loss, "pred": pred, "mask": mask, "centers": centers, "neighborhoods": neighborhoods}
+
+
+    @torch.no_grad()
+    def extract_features(self, points: torch.Tensor) -> torch.Tensor:
+        """Frozen-feature protocol (linear SVM): the encoder on ALL patches, max- and mean-pooled
+        tokens concatenated. points (B, N, 3) -> (B, 2C)."""
+        neighborhoods, centers = self.patchify(points[..., :3].contiguous())
+        x = self.encoder.forward_tokens(self.encoder.patch_embed(neighborhoods), self.encoder.pos_embed(centers))
+        return torch.cat([x.max(dim=1).values, x.mean(dim=1)], dim=-1)
+
+    @torch.no_grad()
+    def visualize(self, batch, outputs) -> Dict[str, "np.ndarray"]:
+        """Reconstruction picture of the first cloud of a batch: input, visible patches, and visible
+        patches plus the predicted masked ones (the paper's Fig. 3 layout)."""
+        from pointmae.viz.points3d import render_points, side_by_side
+        mask, centers, nbh, pred = (outputs["mask"][:1], outputs["centers"][:1], outputs["neighborhoods"][:1],
+                                    outputs["pred"])
+        num_mask = int(mask[0].sum())
+        visible = (nbh[0][~mask[0]] + centers[0][~mask[0]][:, None]).reshape(-1, 3)
+        predicted = (pred[:num_mask] + centers[0][mask[0]][:, None]).reshape(-1, 3)
+        points = batch[0] if isinstance(batch, (list, tuple)) else batch
+        blue, red = (40, 90, 200), (220, 60, 40)
+        recon = torch.cat([visible, predicted]).float().cpu().numpy()
+        colors = [blue] * len(visible) + [red] * len(predicted)
+        images = [render_points(points[0, :, :3].float().cpu().numpy(), size=224),
+                  render_points(visible.float().cpu().numpy(), size=224),
+                  render_points(recon, colors=colors, size=224)]
+        return {"reconstruction": side_by_side(images, ["input", f"visible ({1 - self.mask_ratio:.0%})",
+                                                        "reconstruction (red: predicted)"])}
 
 
 class PointMAEClassifier(nn.Module):
