@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point that sets everything up on a fresh machine, then runs a job:
-#   ./run.sh main               the main job on the embedded default data
+#   ./run.sh main [key=value]   the main job: Point-MAE pre-training on the embedded procedural shapes
 #   ./run.sh test [pytest args] the test suite
 #   ./run.sh bench [args]       the op benchmarks (tools/bench_ops.py)
 #   ./run.sh asan [pytest args] the op tests against an AddressSanitizer + UBSan build (CPU)
@@ -48,7 +48,7 @@ cmd=${1:-main}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup) setup_venv; build ;;
-  main)  setup_venv; build; exec "$PY" tools/bench_ops.py --quick "$@" ;;
+  main)  setup_venv; build; exec "$PY" tools/pretrain.py configs/point_mae/synthetic.yaml "$@" ;;
   test)  setup_venv; build; exec "$PY" -m pytest -q "$@" ;;
   bench) setup_venv; build; exec "$PY" tools/bench_ops.py "$@" ;;
   asan)  setup_venv; exec bash tools/asan_tests.sh "$PY" "$@" ;;
