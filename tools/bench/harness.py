@@ -112,9 +112,9 @@ def table(results: List[Result]) -> str:
             theirs = r.seconds[name]
             mem = "-"
             if r.case.memory and r.peak_mb.get("pointmae") is not None:
-                mem = f"{r.peak_mb['pointmae']:.1f} / {r.peak_mb[name]:.1f}"
+                mem = f"{r.peak_mb['pointmae']:.2f} / {r.peak_mb[name]:.1f}"
             lines.append(f"| {r.case.op} | {r.case.size} | {r.case.threads} | {_fmt_s(ours)} | {name} | "
-                         f"{_fmt_s(theirs)} | {ours / theirs:.2f}x | {mem} |")
+                         f"{_fmt_s(theirs)} | {ours / theirs:.3g}x | {mem} |")
     return "\n".join(lines)
 
 
