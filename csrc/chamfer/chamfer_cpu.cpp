@@ -85,7 +85,7 @@ __attribute__((always_inline)) inline void nearest_partners(const T* qx, const T
     std::memcpy(&bz, pz + j, sizeof(Value));
     const Indices index = lane + static_cast<Index>(j);
     for (int k = 0; k < Q; ++k) {
-      const Value d = chamfer::squared_distance(vqx[k], vqy[k], vqz[k], bx, by, bz);
+      const Value d = squared_distance(vqx[k], vqy[k], vqz[k], bx, by, bz);
       const auto take = d < best[k];
       best[k] = take ? d : best[k];
       best_j[k] = take ? index : best_j[k];
@@ -104,7 +104,7 @@ __attribute__((always_inline)) inline void nearest_partners(const T* qx, const T
     if (jbest == kNone) jbest = -1;
     // The remainder, whose indices are all higher.
     for (int64_t r = j; r < n; ++r) {
-      const T dr = chamfer::squared_distance(qx[k], qy[k], qz[k], px[r], py[r], pz[r]);
+      const T dr = squared_distance(qx[k], qy[k], qz[k], px[r], py[r], pz[r]);
       if (dr < d) {
         d = dr;
         jbest = r;
@@ -114,7 +114,7 @@ __attribute__((always_inline)) inline void nearest_partners(const T* qx, const T
       // No distance below +inf (overflowing coordinates, NaN): a scalar pass with the full ordering,
       // which takes the first +inf, else (all NaN) index 0 with NaN.
       for (int64_t r = 0; r < n; ++r) {
-        const T dr = chamfer::squared_distance(qx[k], qy[k], qz[k], px[r], py[r], pz[r]);
+        const T dr = squared_distance(qx[k], qy[k], qz[k], px[r], py[r], pz[r]);
         if (jbest < 0 || chamfer::closer(dr, d)) {
           d = dr;
           jbest = r;

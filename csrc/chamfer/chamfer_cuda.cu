@@ -86,7 +86,7 @@ __global__ void nearest_kernel(const scalar_t* __restrict__ query, const int64_t
     const int64_t j_begin = max(t0, lo);
     const int64_t j_end = min(t0 + count, hi);
     for (int64_t j = j_begin; j < j_end; ++j) {
-      const T d = chamfer::squared_distance(qx, qy, qz, tile_x[j - t0], tile_y[j - t0], tile_z[j - t0]);
+      const T d = squared_distance(qx, qy, qz, tile_x[j - t0], tile_y[j - t0], tile_z[j - t0]);
       // `best` holds a number throughout, so `<` is chamfer::closer here (NaN never taken).
       if (d < best) {
         best = d;
@@ -99,7 +99,7 @@ __global__ void nearest_kernel(const scalar_t* __restrict__ query, const int64_t
   if (best_j < 0 && hi > lo) {
     // No distance below +inf: the full ordering (first +inf, else the first point with NaN).
     for (int64_t j = lo; j < hi; ++j) {
-      const T d = chamfer::squared_distance(qx, qy, qz, static_cast<T>(partner[3 * j]),
+      const T d = squared_distance(qx, qy, qz, static_cast<T>(partner[3 * j]),
                                             static_cast<T>(partner[3 * j + 1]), static_cast<T>(partner[3 * j + 2]));
       if (best_j < 0 || chamfer::closer(d, best)) {
         best = d;

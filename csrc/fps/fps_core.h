@@ -8,14 +8,14 @@
 // must choose the same indices bit for bit, so the squared distance is defined once, here:
 //     dist2 = (dx*dx + dy*dy) + dz*dz,   dx = p.x - s.x, ...
 // evaluated left to right in the accumulation type (the input dtype; float32 for float16 input),
-// every operation rounded separately. On the GPU nvcc would otherwise contract a*b + c into one
-// fused multiply-add with a different rounding, so the device path spells the rounding out with the
-// _rn intrinsics, which are never contracted.
+// every operation rounded separately: pointmae::squared_distance (common/exact_arith.h, which also
+// explains how fused multiply-adds are kept out on the GPU and the host).
 //
 // Already selected points carry the sentinel kSelected (-1) as their min_dist. Real squared
 // distances are >= 0, so a selected point can never win the argmax, and min(-1, d) keeps it at -1.
 #pragma once
 
+#include "common/exact_arith.h"
 #include "common/host_device.h"
 
 namespace pointmae {
@@ -24,44 +24,10 @@ namespace fps {
 // min_dist value of a point that is already a sample (below every real squared distance).
 constexpr double kSelected = -1.0;
 
-template <typename acc_t>
-HOST_DEVICE_INLINE acc_t mul_exact(acc_t a, acc_t b) {
-  return a * b;
-}
-template <typename acc_t>
-HOST_DEVICE_INLINE acc_t add_exact(acc_t a, acc_t b) {
-  return a + b;
-}
-
-#if defined(__CUDA_ARCH__)
-template <>
-__device__ __forceinline__ float mul_exact<float>(float a, float b) {
-  return __fmul_rn(a, b);
-}
-template <>
-__device__ __forceinline__ float add_exact<float>(float a, float b) {
-  return __fadd_rn(a, b);
-}
-template <>
-__device__ __forceinline__ double mul_exact<double>(double a, double b) {
-  return __dmul_rn(a, b);
-}
-template <>
-__device__ __forceinline__ double add_exact<double>(double a, double b) {
-  return __dadd_rn(a, b);
-}
-#endif
-
-// Squared distance from per-axis differences: (dx*dx + dy*dy) + dz*dz, each operation rounded.
-template <typename acc_t>
-HOST_DEVICE_INLINE acc_t sum_of_squares(acc_t dx, acc_t dy, acc_t dz) {
-  return add_exact(add_exact(mul_exact(dx, dx), mul_exact(dy, dy)), mul_exact(dz, dz));
-}
-
 // THE distance of the op (see the contract above).
 template <typename acc_t>
 HOST_DEVICE_INLINE acc_t dist2(acc_t px, acc_t py, acc_t pz, acc_t sx, acc_t sy, acc_t sz) {
-  return sum_of_squares<acc_t>(px - sx, py - sy, pz - sz);
+  return squared_distance<acc_t>(px, py, pz, sx, sy, sz);
 }
 
 // Gap between coordinate s and the interval [lo, hi] along one axis: 0 inside, else the distance to

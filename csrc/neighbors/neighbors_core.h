@@ -5,14 +5,15 @@
 // same order, so the squared distance is defined once, here:
 //     dist2(q, p) = ((dx*dx) + (dy*dy)) + (dz*dz),  dx = q.x - p.x, ...
 // every operation rounded once in the compute type (the input dtype; float32 for float16 inputs on
-// CUDA). No fused multiply-add: nvcc contracts a*b+c into an FMA by default, which rounds once instead
-// of twice and would break ties differently from the reference, so the device path spells the
-// operations with the round-to-nearest intrinsics, which nvcc never contracts.
+// CUDA): pointmae::squared_distance, and pointmae::sum_of_squares for box bounds (common/exact_arith.h,
+// which also explains how fused multiply-adds, which would break ties differently from the
+// reference, are kept out on the GPU and the host).
 //
 // Order: candidates are compared by (dist2, packed index) lexicographically, so equal distances go to
 // the lowest index whatever order a search visits the points in.
 #pragma once
 
+#include "common/exact_arith.h"
 #include "common/host_device.h"
 
 #include <cstdint>
@@ -20,51 +21,15 @@
 namespace pointmae {
 namespace neighbors {
 
-#if defined(__CUDA_ARCH__)
-HOST_DEVICE_INLINE float mul_exact(float a, float b) { return __fmul_rn(a, b); }
-HOST_DEVICE_INLINE float add_exact(float a, float b) { return __fadd_rn(a, b); }
-HOST_DEVICE_INLINE float sub_exact(float a, float b) { return __fsub_rn(a, b); }
-HOST_DEVICE_INLINE double mul_exact(double a, double b) { return __dmul_rn(a, b); }
-HOST_DEVICE_INLINE double add_exact(double a, double b) { return __dadd_rn(a, b); }
-HOST_DEVICE_INLINE double sub_exact(double a, double b) { return __dsub_rn(a, b); }
-#else
-// On the host, contraction can only happen where the target has FMA instructions (not baseline
-// x86-64, which this project builds for). GCC contracts across statements by default
-// (-ffp-contract=fast), so on such targets these functions are compiled with contraction off; GCC
-// then declines to inline them into code with other options, which costs speed, not exactness.
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__FP_FAST_FMA) || defined(__FP_FAST_FMAF))
-#define POINTMAE_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#else
-#define POINTMAE_NO_FP_CONTRACT
-#endif
-template <typename T>
-POINTMAE_NO_FP_CONTRACT HOST_DEVICE_INLINE T mul_exact(T a, T b) { return a * b; }
-template <typename T>
-POINTMAE_NO_FP_CONTRACT HOST_DEVICE_INLINE T add_exact(T a, T b) { return a + b; }
-template <typename T>
-POINTMAE_NO_FP_CONTRACT HOST_DEVICE_INLINE T sub_exact(T a, T b) { return a - b; }
-#endif
-
-// The one definition of the squared distance from per-axis differences (or per-axis gaps).
-template <typename T>
-HOST_DEVICE_INLINE T dist2_from_deltas(T dx, T dy, T dz) {
-  return add_exact(add_exact(mul_exact(dx, dx), mul_exact(dy, dy)), mul_exact(dz, dz));
-}
-
-template <typename T>
-HOST_DEVICE_INLINE T squared_distance(T qx, T qy, T qz, T px, T py, T pz) {
-  return dist2_from_deltas(sub_exact(qx, px), sub_exact(qy, py), sub_exact(qz, pz));
-}
-
 // Gap along one axis between the coordinate q and the interval [lo, hi]: 0 inside, else the distance
 // to the nearer end, computed as one rounded subtraction. Rounding is monotone, so for any p in
-// [lo, hi] the gap is <= |q - p| as computed by squared_distance; summed in the same order, the
+// [lo, hi] the gap is <= |q - p| as computed by squared_distance (both use sub_rn); summed in the same order, the
 // resulting box bound is <= dist2 of every point in the box, bit for bit. That makes pruning with
 // `bound > worst` exact: no point that could enter the result is ever skipped.
 template <typename T>
 HOST_DEVICE_INLINE T axis_gap(T q, T lo, T hi) {
-  if (q < lo) return sub_exact(lo, q);
-  if (q > hi) return sub_exact(q, hi);
+  if (q < lo) return sub_rn(lo, q);
+  if (q > hi) return sub_rn(q, hi);
   return T(0);
 }
 

@@ -213,7 +213,7 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
 
 template <typename T>
 inline T box_bound(const T* box, T qx, T qy, T qz) {
-  return dist2_from_deltas(axis_gap(qx, box[0], box[3]), axis_gap(qy, box[1], box[4]), axis_gap(qz, box[2], box[5]));
+  return sum_of_squares(axis_gap(qx, box[0], box[3]), axis_gap(qy, box[1], box[4]), axis_gap(qz, box[2], box[5]));
 }
 
 // The leaf a query would be searched in first (the nearer child at every level): its global node id.
