@@ -18,16 +18,14 @@ def group_points(xyz: torch.Tensor, num_groups: int, group_size: int) -> Tuple[t
     """
     if xyz.dim() != 3 or xyz.shape[-1] != 3:
         raise ValueError(f"group_points: `xyz` must be (B, N, 3), got {tuple(xyz.shape)}")
-    B, N, _ = xyz.shape
+    N = xyz.shape[1]
     if num_groups > N or group_size > N:
         raise ValueError(f"group_points: a cloud of {N} points cannot make {num_groups} groups of "
                          f"{group_size} points; both must be <= {N}")
     center_idx = ops.fps(xyz, num_samples=num_groups)                       # (B, G) local
     centers = torch.gather(xyz, 1, center_idx.unsqueeze(-1).expand(-1, -1, 3))  # (B, G, 3)
     _, idx = ops.knn(centers, None, xyz, None, group_size)                  # (B, G, K) local
-    flat = idx + (torch.arange(B, device=xyz.device) * N).view(B, 1, 1)
-    neighborhoods = xyz.reshape(B * N, 3)[flat.reshape(-1)].view(B, num_groups, group_size, 3)
-    return neighborhoods - centers.unsqueeze(2), centers
+    return ops.group_points(xyz, centers, idx), centers                     # (B, G, K, 3) relative
 
 
 class MiniPointNet(nn.Module):
