@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pointmae.data.errors import DataError, require_file
+from pointmae.data.frame import Frame
 from pointmae.data.tfrecord import as_double, as_float, parse_message, signed64
 from pointmae.data.waymo import LABEL_TYPES
 from pointmae.eval.waymo import check_predictions
@@ -139,6 +141,9 @@ def frame_keys(frames) -> dict:
     """{frame_id: (context_name, timestamp_micros)} of the split's Frames (pointmae.data.waymo
     readers put both in Frame.meta). Raises ValueError on a frame without them or a repeated frame."""
     keys, seen = {}, {}
+    frames = list(frames)
+    if not frames:
+        raise ValueError("the split has no frame; expected the Frames of every frame the benchmark evaluates")
     for i, frame in enumerate(frames):
         meta = frame.meta
         if "context_name" not in meta or "timestamp_micros" not in meta:
@@ -150,6 +155,47 @@ def frame_keys(frames) -> dict:
             raise ValueError(f"split frame {i} ({frame_id!r}, {key}) appears more than once in the split")
         keys[frame_id], seen[key] = key, frame_id
     return keys
+
+
+def split_frames_from_list(path) -> list:
+    """Label-less Frames of a split listed in a text file, one frame a line:
+    ``context_name timestamp_micros [frame_id]`` ('#' starts a comment). frame_id defaults to
+    ``<context_name>_<timestamp_micros>``, the id pointmae.data.waymo.read_tfrecord_frames gives."""
+    path = require_file(path)
+    frames = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split("#", 1)[0].split()
+        if not parts:
+            continue
+        if len(parts) not in (2, 3) or not parts[1].lstrip("-").isdigit():
+            raise DataError(path, f"expected 'context_name timestamp_micros [frame_id]'; got {line!r}", line=number)
+        frame_id = parts[2] if len(parts) == 3 else f"{parts[0]}_{parts[1]}"
+        frames.append(_label_less_frame(frame_id, parts[0], int(parts[1])))
+    return frames
+
+
+def split_frames_from_converted(root) -> list:
+    """Label-less Frames of every converted frame (.npz, tools/convert_waymo.py) below ``root``, with
+    the frame ids pointmae.data.waymo.read_converted_frame gives; reads only the small keys."""
+    files = sorted(Path(root).rglob("*.npz"))
+    if not files:
+        raise DataError(root, "no converted frames (*.npz) below this folder")
+    frames = []
+    for file in files:
+        with np.load(file, allow_pickle=False) as data:
+            missing = [k for k in ("context_name", "timestamp_micros") if k not in data]
+            if missing:
+                raise DataError(file, f"missing keys {missing}; expected a frame written by tools/convert_waymo.py")
+            context, timestamp = str(data["context_name"]), int(data["timestamp_micros"])
+            index = int(data["frame_index"]) if "frame_index" in data else -1
+        frames.append(_label_less_frame(f"{context}_{index:04d}", context, timestamp))
+    return frames
+
+
+def _label_less_frame(frame_id, context_name, timestamp_micros):
+    return Frame(points=np.zeros((0, 3), np.float32), channels=("x", "y", "z"), frame_id=frame_id,
+                 sequence_id=context_name, timestamp=timestamp_micros / 1e6,
+                 meta={"context_name": context_name, "timestamp_micros": timestamp_micros})
 
 
 def encode_prediction_objects(predictions, split_frames, object_types=("Vehicle", "Pedestrian", "Cyclist"),

@@ -273,3 +273,53 @@ def test_official_protos_parse_the_shards(tmp_path):
         assert p[3] == len(ours[name]["objects"])
         assert p[4] == [o["box"][3] for o in ours[name]["objects"]]
         assert p[5] == [o["context_name"] for o in ours[name]["objects"]]
+
+
+def _submit_tool():
+    path = __import__("pathlib").Path(__file__).resolve().parents[2] / "tools" / "submit.py"
+    spec = importlib.util.spec_from_file_location("submit_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_split_readers(tmp_path, shared_data):
+    from pointmae.data.errors import DataError
+    from pointmae.submission.waymo import split_frames_from_converted, split_frames_from_list
+    (tmp_path / "split.txt").write_text("# test split\nctxA 100\nctxA 200 my_id\n\nctxB -5  # comment\n")
+    frames = split_frames_from_list(tmp_path / "split.txt")
+    assert [(f.frame_id, f.meta["context_name"], f.meta["timestamp_micros"]) for f in frames] == \
+        [("ctxA_100", "ctxA", 100), ("my_id", "ctxA", 200), ("ctxB_-5", "ctxB", -5)]
+    (tmp_path / "bad.txt").write_text("ctxA notanumber\n")
+    with pytest.raises(DataError, match=r"bad\.txt:1: expected"):
+        split_frames_from_list(tmp_path / "bad.txt")
+    tool = importlib.util.spec_from_file_location(
+        "convert_waymo", __import__("pathlib").Path(__file__).resolve().parents[2] / "tools" / "convert_waymo.py")
+    convert = importlib.util.module_from_spec(tool)
+    tool.loader.exec_module(convert)
+    convert.save_frame(tmp_path / "conv", "ctxC", 3, np.zeros((0, 7)), [], np.zeros((0, 9)), [], [], [], [], [],
+                       np.eye(4), 777)
+    (frame,) = split_frames_from_converted(tmp_path / "conv")
+    assert (frame.frame_id, frame.meta["context_name"], frame.meta["timestamp_micros"]) == ("ctxC_0003", "ctxC", 777)
+    from pointmae.data.waymo import read_converted_frame
+    assert read_converted_frame(tmp_path / "conv" / "ctxC" / "0003.npz").frame_id == frame.frame_id
+
+
+def test_submit_cli_writes_and_validates(tmp_path, capsys):
+    tool = _submit_tool()
+    frames = split()
+    (tmp_path / "split.txt").write_text("".join(f"{f.meta['context_name']} {f.meta['timestamp_micros']} {f.frame_id}\n"
+                                                for f in frames))
+    with open(tmp_path / "preds.pkl", "wb") as f:
+        __import__("pickle").dump(predictions(frames), f)
+    common = ["waymo", "--split-list", str(tmp_path / "split.txt")]
+    assert tool.main(common + ["--predictions", str(tmp_path / "preds.pkl"), "--out", str(tmp_path / "out"),
+                               "--account-name", "me@example.com", "--method-name", "cli-test", "--authors", "Me",
+                               "--past-frames", "1", "--num-shards", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cli-test.tar.gz" in out and '"num_shards": 2' in out
+    assert tool.main(common + ["--validate", str(tmp_path / "out" / "cli-test.tar.gz"), "--require-all-frames"]) == 0
+    (tmp_path / "short.txt").write_text(f"{frames[0].meta['context_name']} {frames[0].meta['timestamp_micros']} x\n")
+    assert tool.main(["waymo", "--split-list", str(tmp_path / "short.txt"),
+                      "--validate", str(tmp_path / "out" / "cli-test.tar.gz")]) == 2
+    assert "not in the split" in capsys.readouterr().err
