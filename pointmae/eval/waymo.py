@@ -176,23 +176,30 @@ def _frame_counts(pred_boxes, pred_scores, gt_boxes, gt_levels, threshold):
     weights = np.round(iou.astype(np.float64) * QUANTIZATION)
     accuracy = heading_accuracy(pred_boxes[:, 6][:, None], gt_boxes[:, 6][None, :]).astype(np.float32)
     scores = pred_scores.astype(np.float32)
-    previous_subset, previous = None, None
-    for k, cutoff in enumerate(SCORE_CUTOFFS):
-        subset = np.flatnonzero(scores >= cutoff)
-        if previous_subset is not None and np.array_equal(subset, previous_subset):
-            result = previous                            # same predictions, same matching
-        else:
-            match = hungarian_match(valid[subset], weights[subset])
-            matched = match >= 0
-            gt_matched = np.zeros(len(gt_boxes), bool)
-            gt_matched[match[matched]] = True
-            result = (int(matched.sum()), int((~matched).sum()),
-                      {level: int((~gt_matched & (gt_levels <= level)).sum()) for level in LEVELS},
-                      np.float32(accuracy[subset[matched], match[matched]].sum(dtype=np.float32)))
+    # Only predictions with a valid pair can change the matching; the others are false positives
+    # whenever they pass the cutoff. So the matching is recomputed only when the set of such
+    # candidates above the cutoff changes (at most once per candidate, not once per cutoff).
+    candidate = valid.any(1)
+    included = scores[None, :] >= SCORE_CUTOFFS[:, None]                 # (C, P)
+    fp[:] = included.sum(1)                                              # minus the TPs below
+    no_match = {level: int((gt_levels <= level).sum()) for level in LEVELS}
+    previous_subset, previous = None, (0, no_match, np.float32(0.0))
+    for k in range(num_cutoffs):
+        subset = np.flatnonzero(included[k] & candidate)
+        if previous_subset is None or not np.array_equal(subset, previous_subset):
+            result = (0, no_match, np.float32(0.0))
+            if len(subset):
+                match = hungarian_match(valid[subset], weights[subset])
+                matched = match >= 0
+                gt_matched = np.zeros(len(gt_boxes), bool)
+                gt_matched[match[matched]] = True
+                result = (int(matched.sum()), {level: int((~gt_matched & (gt_levels <= level)).sum()) for level in LEVELS},
+                          np.float32(accuracy[subset[matched], match[matched]].sum(dtype=np.float32)))
             previous_subset, previous = subset, result
-        tp[k], fp[k], ha_sum[k] = result[0], result[1], result[3]
+        tp[k], ha_sum[k] = previous[0], previous[2]
+        fp[k] -= previous[0]
         for level in LEVELS:
-            fn[level][k] = result[2][level]
+            fn[level][k] = previous[1][level]
     return tp, fp, fn, ha_sum
 
 
