@@ -37,12 +37,13 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from pointmae.data.waymo import difficulty_with_default
+from pointmae.data.waymo import LABEL_TYPES, difficulty_with_default
 from pointmae.ops import box_iou_3d
 
 WAYMO_CLASSES = ("Vehicle", "Pedestrian", "Cyclist")
 IOU_THRESHOLDS = {"Vehicle": 0.7, "Pedestrian": 0.5, "Sign": 0.5, "Cyclist": 0.5}
 LEVELS = (1, 2)
+KNOWN_NAMES = set(LABEL_TYPES.values())  # Vehicle, Pedestrian, Sign, Cyclist, Unknown
 SCORE_CUTOFFS = np.array([i * 0.01 for i in range(100)] + [1.0], dtype=np.float32)
 RECALL_DELTA = np.float32(0.05)          # Config.desired_recall_delta default (metrics.proto)
 QUANTIZATION = 1_000_000                 # kMaxIoU in iou.cc: Hungarian weights are round(IoU * 1e6)
@@ -225,6 +226,10 @@ def check_predictions(predictions) -> dict:
         if not (len(boxes) == len(scores) == len(names)):
             raise ValueError(f"predictions[{i}] ({frame_id}): {len(boxes)} boxes, {len(scores)} scores, "
                              f"{len(names)} names; expected equal counts")
+        unknown = sorted(set(names.tolist()) - KNOWN_NAMES)
+        if unknown:
+            raise ValueError(f"predictions[{i}] ({frame_id}): names {unknown} are not Waymo types; expected some of "
+                             f"{sorted(KNOWN_NAMES)}")
         if not (np.isfinite(boxes[:, :7]).all() and np.isfinite(scores).all()):
             raise ValueError(f"predictions[{i}] ({frame_id}): boxes and scores must be finite")
         by_frame[frame_id] = (boxes[:, :7], scores, names)

@@ -141,6 +141,27 @@ def test_difficulty_levels_and_zero_point_boxes():
     assert on_d.averaged_classes[1] == ["Vehicle"]         # no pedestrian / cyclist ground truth
 
 
+def test_order_invariance_and_aph_bound():
+    rng = np.random.default_rng(3)
+    frames, preds = _random_scene(rng, num_frames=4)
+    base = evaluate_waymo(preds, frames)
+    order = rng.permutation(len(preds))
+    shuffled = []
+    for i in order:
+        p = preds[i]
+        perm = rng.permutation(len(p["scores"]))
+        shuffled.append({k: (v[perm] if k != "frame_id" else v) for k, v in p.items()})
+    again = evaluate_waymo(shuffled, frames[::-1])
+    for cls in SIZES:
+        for level in (1, 2):
+            a, b = base.per_class[cls][level], again.per_class[cls][level]
+            assert (a.ap, a.aph) == pytest.approx((b.ap, b.aph), abs=1e-6)
+            assert 0.0 <= a.aph <= a.ap + 1e-6 <= 1.0 + 1e-6
+            assert a.num_gt > 0
+    # determinism: the same input twice gives identical numbers
+    assert evaluate_waymo(preds, frames).mean == base.mean
+
+
 def test_more_noise_lowers_ap_on_real_labels(shared_data):
     frames = read_tfrecord_frames(shared_data / SMALL)          # 1 vehicle, 17 signs, real difficulties
     frame = frames[0]
@@ -170,6 +191,8 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="num_points"):
         evaluate_waymo([], [Frame(points=np.zeros((0, 3), np.float32), channels=("x", "y", "z"), frame_id="a_1",
                                   boxes=np.array([box(0, 0)]), names=np.array(["Vehicle"]))])
+    with pytest.raises(ValueError, match=r"names \['Car'\] are not Waymo types"):
+        evaluate_waymo([pred(gt.frame_id, [box(0, 0)], [0.5], ["Car"])], [gt])
     with pytest.raises(ValueError, match="IoU threshold"):
         evaluate_waymo([], [gt], classes=("Truck",))
 
