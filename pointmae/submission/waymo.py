@@ -198,6 +198,44 @@ def _label_less_frame(frame_id, context_name, timestamp_micros):
                  meta={"context_name": context_name, "timestamp_micros": timestamp_micros})
 
 
+# KITTI-style names (the synthetic world, KITTI) -> Waymo types; unmapped names are dropped.
+KITTI_TO_WAYMO = {"Car": "Vehicle", "Van": "Vehicle", "Truck": "Vehicle", "Pedestrian": "Pedestrian",
+                  "Cyclist": "Cyclist"}
+
+
+def as_waymo_frames(frames, class_map=KITTI_TO_WAYMO) -> list:
+    """Frames of another source (e.g. the synthetic world) as Waymo-style ground truth: names mapped by
+    ``class_map`` (others dropped), context name = sequence_id (else frame_id), timestamp_micros =
+    round(timestamp * 1e6), difficulty unset (so it follows the <= 5 points rule). box_meta must have
+    "num_points". Frames that already carry a context name keep it."""
+    out = []
+    for frame in frames:
+        keep = np.isin(frame.names, list(class_map))
+        selected = frame.select_boxes(keep)
+        meta = dict(frame.meta)
+        meta.setdefault("context_name", str(frame.sequence_id or frame.frame_id))
+        meta.setdefault("timestamp_micros", int(round(float(frame.timestamp) * 1e6)))
+        box_meta = dict(selected.box_meta)
+        box_meta.setdefault("difficulty", np.zeros(len(selected.boxes), np.int64))
+        out.append(Frame(points=frame.points, channels=frame.channels, pose=frame.pose, timestamp=frame.timestamp,
+                         frame_id=frame.frame_id, sequence_id=frame.sequence_id, boxes=selected.boxes,
+                         names=np.array([class_map[n] for n in selected.names], dtype=str), box_meta=box_meta,
+                         meta=meta))
+    return out
+
+
+def as_waymo_predictions(predictions, class_map=KITTI_TO_WAYMO) -> list:
+    """Predictions (the shared contract) with names mapped by ``class_map``; others dropped."""
+    out = []
+    for p in predictions:
+        names = np.asarray(p["names"], dtype=str)
+        keep = np.isin(names, list(class_map))
+        out.append({"frame_id": p["frame_id"], "boxes": np.asarray(p["boxes"], np.float64).reshape(-1, 7)[keep],
+                    "scores": np.asarray(p["scores"], np.float64)[keep],
+                    "names": np.array([class_map[n] for n in names[keep]], dtype=str)})
+    return out
+
+
 def encode_prediction_objects(predictions, split_frames, object_types=("Vehicle", "Pedestrian", "Cyclist"),
                               min_score: float = DEFAULT_MIN_SCORE) -> list[bytes]:
     """Serialized ``Object`` protos (one bytes string each) of predictions in the shared contract
