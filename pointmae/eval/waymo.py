@@ -14,9 +14,12 @@ and the default configuration of metrics/tools/compute_detection_metrics_main.cc
 * Score cutoffs 0.00, 0.01, ..., 0.99, 1.00: at each cutoff the predictions with score >= cutoff are
   matched anew. Matched predictions are TPs, unmatched ones FPs; unmatched ground truths are FNs at
   difficulty level L only when their level <= L. So LEVEL_2 includes LEVEL_1, and a prediction matched
-  to a LEVEL_2 box still counts as a TP at LEVEL_1 (it is neither a TP that LEVEL_1 needs nor an FP).
-* Ground truths with zero LiDAR points are removed before evaluation; those with an unset difficulty
+  to a LEVEL_2 box counts as a TP at LEVEL_1 too (the matching is done once, over both levels; a
+  detection of a hard box is not punished as a false positive at the easy level).
+* Ground truths with zero LiDAR points are removed before evaluation (so a detection on one is a
+  false positive); those with an unset difficulty
   are LEVEL_2 when they hold <= 5 points, else LEVEL_1 (compute_detection_metrics_main.cc).
+  No-label zones are not modelled (the leaderboard computes overlap_with_nlz itself).
 * Precision = TP / (TP + FP), recall = TP / (TP + FN) summed over all frames per cutoff; precision is
   set to 1 where recall is 0. Heading-weighted precision (for APH) = sum over TPs of the heading
   accuracy ``1 - min(|dθ|, 2π - |dθ|) / π`` divided by TP + FP; its recall is the plain recall.
@@ -118,7 +121,7 @@ def average_precision(precisions, recalls, recall_delta: float = float(RECALL_DE
         curve[-1] = (curve[-2][0], curve[-1][1])
     area = np.float32(0.0)
     for (p0, r0), (p1, r1) in zip(curve[:-1], curve[1:]):
-        area = np.float32(area + 0.5 * float(r0 - r1) * float(p0 + p1))
+        area = np.float32(float(area) + 0.5 * float(r0 - r1) * float(p0 + p1))   # double product, float sum
     return float(area)
 
 

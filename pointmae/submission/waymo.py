@@ -230,7 +230,9 @@ def as_waymo_predictions(predictions, class_map=KITTI_TO_WAYMO) -> list:
     for p in predictions:
         names = np.asarray(p["names"], dtype=str)
         keep = np.isin(names, list(class_map))
-        out.append({"frame_id": p["frame_id"], "boxes": np.asarray(p["boxes"], np.float64).reshape(-1, 7)[keep],
+        boxes = np.asarray(p["boxes"], np.float64)
+        boxes = boxes.reshape(0, 7) if boxes.size == 0 else boxes[:, :7]     # (M, 9) with velocities too
+        out.append({"frame_id": p["frame_id"], "boxes": boxes[keep],
                     "scores": np.asarray(p["scores"], np.float64)[keep],
                     "names": np.array([class_map[n] for n in names[keep]], dtype=str)})
     return out

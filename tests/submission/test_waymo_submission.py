@@ -337,7 +337,7 @@ def test_synthetic_world_end_to_end(tmp_path):
     assert sum(len(f.boxes) for f in frames) == sum(np.isin(f.names, ["Car", "Van", "Truck", "Pedestrian", "Cyclist"]).sum()
                                                     for f in source)
     def as_predictions(keep):
-        return as_waymo_predictions([{"frame_id": f.frame_id, "boxes": f.boxes[k, :7], "scores": np.full(k.sum(), 0.9),
+        return as_waymo_predictions([{"frame_id": f.frame_id, "boxes": f.boxes[k], "scores": np.full(k.sum(), 0.9),
                                       "names": f.names[k]} for f, k in zip(source, keep)])
     seen = [f.box_meta["num_points"] > 0 for f in source]
     assert any((~k).any() for k in seen)                       # the world has fully occluded agents
