@@ -17,6 +17,7 @@ from pointmae.eval.waymo import (SCORE_CUTOFFS, average_precision, evaluate_waym
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = "waymo/tfrecord/mmdet3d_val.tfrecord"
+BIG = "waymo/tfrecord/pvps_data_one_frame.tfrecord"      # 75 labels of all four types, 2 with no point
 SIZES = {"Vehicle": (4.5, 2.0, 1.6), "Pedestrian": (0.8, 0.8, 1.8), "Cyclist": (1.8, 0.7, 1.7)}
 
 
@@ -178,6 +179,28 @@ def test_more_noise_lowers_ap_on_real_labels(shared_data):
     assert aps[0] >= aps[1] >= aps[2] >= aps[3] and aps[3] < 0.5
 
 
+@pytest.mark.slow
+def test_real_frame_with_all_types(shared_data):
+    (frame,) = read_tfrecord_frames(shared_data / BIG)          # ~1.5 s of pure-Python CRC
+    points = frame.box_meta["num_points"]
+    seen = points > 0
+    classes = ("Vehicle", "Pedestrian", "Cyclist", "Sign")
+    perfect = evaluate_waymo([pred(frame.frame_id, frame.boxes[seen, :7], np.full(seen.sum(), 0.9), frame.names[seen])],
+                             [frame], classes=classes)
+    for cls in classes:
+        has = (frame.names == cls) & seen
+        for level in (1, 2):
+            m = perfect.per_class[cls][level]
+            assert m.num_gt == int((has & (frame.box_meta["difficulty"] <= level)).sum())
+            if m.num_gt:
+                assert (m.ap, m.aph) == pytest.approx((1.0, 1.0), abs=1e-6)
+    # the two boxes without points are not ground truth: predicting them too costs precision
+    assert (~seen).sum() == 2
+    everything = evaluate_waymo([pred(frame.frame_id, frame.boxes[:, :7], np.full(len(seen), 0.9), frame.names)],
+                                [frame], classes=classes)
+    assert min(everything.per_class[c][2].ap for c in set(frame.names[~seen])) < 1.0
+
+
 def test_bad_input_is_named():
     gt = gt_frame([box(0, 0)], ["Vehicle"], [10])
     with pytest.raises(ValueError, match="not in the ground truth"):
@@ -235,10 +258,11 @@ def test_matches_official_waymo_metrics(tmp_path, shared_data):
     from pointmae.submission.waymo import encode_ground_truth_objects, encode_prediction_objects, write_objects_file
     rng = np.random.default_rng(7)
     frames, preds = _random_scene(rng)
-    real = read_tfrecord_frames(shared_data / SMALL)[0]          # real labels, difficulties and point counts
-    found = real.boxes[:, :7] + np.c_[rng.normal(0, 0.1, (len(real.boxes), 3)), np.zeros((len(real.boxes), 4))]
-    frames.append(real)
-    preds.append(pred(real.frame_id, found, np.round(rng.random(len(found)), 3), real.names))
+    for real in read_tfrecord_frames(shared_data / SMALL) + read_tfrecord_frames(shared_data / BIG):
+        # real labels, difficulties and point counts; detections: all labels, jittered, random scores
+        found = real.boxes[:, :7] + np.c_[rng.normal(0, 0.1, (len(real.boxes), 3)), np.zeros((len(real.boxes), 4))]
+        frames.append(real)
+        preds.append(pred(real.frame_id, found, np.round(rng.random(len(found)), 3), real.names))
     write_objects_file(tmp_path / "pd.bin", encode_prediction_objects(preds, frames, (*SIZES, "Sign"), min_score=0.0))
     (tmp_path / "gt.bin").write_bytes(encode_ground_truth_objects(frames))
     run = subprocess.run([python, str(ROOT / "tools" / "waymo_official_metrics.py"), str(tmp_path / "pd.bin"),
