@@ -236,19 +236,17 @@ def prediction_to_sample_results(prediction: Mapping, pose: np.ndarray,
 
     order = np.argsort(-scores, kind="stable")[:max_boxes]
     world = transform_boxes(boxes[order], pose)
-    out = []
-    for k, row in zip(order, world):
-        name = str(names[k])
-        attribute = attributes[k] if attributes[k] not in (None, "") else default_attribute(name, row[7:9])
-        out.append({"sample_token": token,
-                    "translation": [float(v) for v in row[:3]],
-                    "size": [float(row[4]), float(row[3]), float(row[5])],          # w, l, h
-                    "rotation": yaw_to_quaternion(float(row[6])),
-                    "velocity": [float(row[7]), float(row[8])],
-                    "detection_name": name,
-                    "detection_score": float(scores[k]),
-                    "attribute_name": str(attribute)})
-    return out
+    half_yaw = world[:, 6] / 2.0
+    rotation = np.stack([np.cos(half_yaw), np.zeros_like(half_yaw), np.zeros_like(half_yaw), np.sin(half_yaw)], 1)
+    kept_names = [str(n) for n in names[order]]
+    kept_attributes = [str(a) if a not in (None, "") else default_attribute(n, v)
+                       for n, a, v in zip(kept_names, attributes[order], world[:, 7:9])]
+    # Plain Python floats (tolist) so that the JSON holds numbers, not numpy reprs.
+    return [{"sample_token": token, "translation": t, "size": wlh, "rotation": q, "velocity": v,
+             "detection_name": n, "detection_score": sc, "attribute_name": a}
+            for t, wlh, q, v, n, sc, a in zip(world[:, :3].tolist(), world[:, [4, 3, 5]].tolist(),   # w, l, h
+                                              rotation.tolist(), world[:, 7:9].tolist(), kept_names,
+                                              scores[order].tolist(), kept_attributes)]
 
 
 def build_results(predictions: Sequence[Mapping], poses: Mapping[str, np.ndarray], sample_tokens: Sequence[str],
@@ -312,8 +310,16 @@ def _meta_problems(meta) -> list[str]:
 
 
 def _numbers(value, count: int) -> bool:
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    """A list of `count` finite JSON numbers (int or float; bool is not a number here)."""
+    if type(value) is not list or len(value) != count:
+        return False
+    for v in value:   # exact type tests: this runs for every box of a submission (millions)
+        if type(v) is float:
+            if not math.isfinite(v):
+                return False
+        elif type(v) is not int:
+            return False
+    return True
 
 
 def _box_problems(token: str, index: int, box) -> list[str]:
