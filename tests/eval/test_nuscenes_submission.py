@@ -77,6 +77,14 @@ def test_writer_keeps_the_top_500_by_score_and_every_split_token():
     assert json.dumps(build_results([p], {"s0": pose()}, ["s0", "s1"])) == json.dumps(results)
 
 
+def test_writer_takes_empty_frames_and_tensors():
+    empty = {"frame_id": "s0", "boxes": np.zeros((0, 9)), "scores": np.zeros(0), "names": np.zeros(0, str)}
+    assert prediction_to_sample_results(empty, pose()) == []
+    p = prediction("s1", 4)
+    as_tensors = dict(p, boxes=torch.from_numpy(p["boxes"]), scores=torch.from_numpy(p["scores"]))
+    assert prediction_to_sample_results(as_tensors, pose()) == prediction_to_sample_results(p, pose())
+
+
 def test_default_attributes_by_class_and_speed():
     still, moving = (0.1, 0.1), (0.3, 0.0)
     table = {"car": ("vehicle.parked", "vehicle.moving"), "truck": ("vehicle.parked", "vehicle.moving"),
