@@ -250,14 +250,17 @@ def prediction_to_sample_results(prediction: Mapping, pose: np.ndarray,
 
 
 def build_results(predictions: Sequence[Mapping], poses: Mapping[str, np.ndarray], sample_tokens: Sequence[str],
-                  meta: Mapping[str, bool] | None = None, max_boxes: int = MAX_BOXES_PER_SAMPLE) -> dict:
+                  meta: Mapping[str, bool] | None = None, max_boxes: int = MAX_BOXES_PER_SAMPLE,
+                  name_map: Mapping[str, str] | None = None) -> dict:
     """The results dict for a split.
 
     predictions: one dict per frame (module docstring); frames of the split without a prediction get
         an empty list; a prediction for a token outside `sample_tokens`, or two for one token, is an error.
     poses: {sample token: (4, 4) sensor -> global} (sensor_poses_from_frames / _from_tables / _from_info).
     sample_tokens: every sample token of the split (split_sample_tokens).
-    meta: the five use_* flags; default LiDAR only."""
+    meta: the five use_* flags; default LiDAR only.
+    name_map: optional {model class name: detection class} (e.g. {"Car": "car", "Cyclist": "bicycle"});
+        names not in it are kept as they are."""
     meta = dict(LIDAR_ONLY_META if meta is None else meta)
     problems = _meta_problems(meta)
     if problems:
@@ -275,6 +278,8 @@ def build_results(predictions: Sequence[Mapping], poses: Mapping[str, np.ndarray
         seen.add(token)
         if token not in poses:
             raise ValueError(f"predictions[{i}]: no sensor -> global pose for frame_id {token!r}")
+        if name_map:
+            prediction = dict(prediction, names=[name_map.get(str(n), str(n)) for n in prediction.get("names", [])])
         results[token] = prediction_to_sample_results(prediction, np.asarray(poses[token], np.float64), max_boxes)
     return {"meta": meta, "results": results}
 
