@@ -70,3 +70,16 @@ def test_devkit_scores_ground_truth_on_the_export(exported, tmp_path):
         assert [errors[k] for k in ("trans_err", "scale_err", "orient_err", "attr_err")] == \
             pytest.approx([0, 0, 0, 0], abs=1e-6), name
         assert errors["vel_err"] < 0.05      # the devkit's finite differences vs. the true velocities
+
+
+def test_rotation_to_quaternion_on_every_branch():
+    from scipy.spatial.transform import Rotation
+
+    from pointmae.data.nuscenes import quaternion_to_matrix
+    from pointmae.data.nuscenes_export import _quaternion
+    rotations = list(Rotation.random(50, random_state=0).as_matrix())
+    rotations += [np.diag(d) for d in ([1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1])]   # w, x, y, z largest
+    for r in rotations:
+        q = _quaternion(r)
+        assert np.linalg.norm(q) == pytest.approx(1.0)
+        np.testing.assert_allclose(quaternion_to_matrix(q), r, atol=1e-12)
