@@ -18,14 +18,16 @@ setup_venv() {
     echo "run.sh: creating virtual environment $VENV"
     python3 -m venv "$VENV"
   fi
-  # Reinstall the requirements only when requirements-dev.txt changed since the last install.
+  # Reinstall the requirements only when requirements-dev.txt / -nodeps.txt changed since the last install.
   local want have
-  want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+  want=$(cat requirements-dev.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
   have=$(cat "$VENV/.pointmae-requirements" 2>/dev/null || true)
   if [ "$want" != "$have" ]; then
     echo "run.sh: installing requirements-dev.txt into $VENV"
     "$PY" -m pip install -q --upgrade pip
     "$PY" -m pip install -q -r requirements-dev.txt
+    # Packages whose declared pins would break the environment (see the file's comment).
+    "$PY" -m pip install -q --no-deps -r requirements-nodeps.txt
     echo "$want" > "$VENV/.pointmae-requirements"
   fi
   # Make this checkout importable from anywhere (tools/, other folders) without reinstalling.

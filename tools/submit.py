@@ -1,26 +1,100 @@
-"""Benchmark submission files from detections, one subcommand per benchmark.
+"""Benchmark submission files from pointmae predictions, one subcommand per benchmark.
 
-Predictions (--predictions) are a pickle of the shared contract: a list, one entry per frame, of
-{"frame_id": str, "boxes": (M, 7) float (pointmae sensor frame), "scores": (M,), "names": (M,) str}.
+Predictions (--predictions) are the shared contract, saved with torch.save (.pt) or pickle (.pkl): a
+list with one dict per frame {"frame_id": str, "boxes": (M, 7|9) float in the pointmae sensor frame,
+"scores": (M,), "names": (M,) str, optional "attributes" (M,)}. These files are unpickled: load only
+files you trust.
+
+    # nuScenes: results JSON in the global frame (<= 500 boxes per sample), validated; --evaluate runs the devkit
+    python tools/submit.py nuscenes --predictions preds.pt --dataroot DATA/nuscenes --version v1.0-test \\
+           --split test --out results_nusc.json [--evaluate]
+    python tools/submit.py nuscenes --validate-only --out results_nusc.json --dataroot ... --version ... --split ...
 
     # Waymo: sharded Submission protos packed as OUT/<method>.tar.gz, then validated
-    python tools/submit.py waymo --predictions preds.pkl --split-tfrecords SEGMENTS*.tfrecord --out OUT \\
+    python tools/submit.py waymo --predictions preds.pt --split-tfrecords SEGMENTS*.tfrecord --out OUT \\
         --account-name you@example.com --method-name my-method [--authors "A B" ...] [--num-shards 4]
     python tools/submit.py waymo --validate OUT/my-method.tar.gz --split-list test_frames.txt
 
-The split (every frame the benchmark expects) comes from the tfrecords (--split-tfrecords), converted
+Waymo's split (every frame the benchmark expects) comes from the tfrecords (--split-tfrecords), converted
 frames (--split-converted, tools/convert_waymo.py) or a text file of "context_name timestamp_micros
 [frame_id]" lines (--split-list). Frame ids must be those the matching pointmae reader gives.
 """
 import argparse
 import json
+import os
 import pickle
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def load_predictions(path):
+    """The list of per-frame prediction dicts saved with torch.save (.pt/.pth) or pickle (.pkl)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--predictions: no file at {path}")
+    if path.endswith((".pt", ".pth")):
+        import torch
+        predictions = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        with open(path, "rb") as f:
+            predictions = pickle.load(f)
+    if not isinstance(predictions, (list, tuple)) or not all(isinstance(p, dict) for p in predictions):
+        raise SystemExit(f"--predictions: {path} must hold a list of per-frame dicts; got {type(predictions).__name__}")
+    return list(predictions)
+
+
+# ------------------------------------------------------------------------------------------ nuScenes
+def add_nuscenes(subparsers):
+    p = subparsers.add_parser("nuscenes", help="nuScenes detection results JSON (global frame, <= 500 boxes/sample)")
+    p.add_argument("--predictions", help="predictions file (.pt or .pkl); not needed with --validate-only")
+    p.add_argument("--dataroot", required=True, help="nuScenes root with the <version>/ JSON tables")
+    p.add_argument("--version", required=True, help="table folder, e.g. v1.0-test, v1.0-trainval, v1.0-mini")
+    p.add_argument("--split", required=True, help="test, val, mini_val, ... or a split of <version>/splits.json")
+    p.add_argument("--out", required=True, help="results JSON to write (or to check with --validate-only)")
+    p.add_argument("--info", help="take the sensor poses from this mmdet3d info pickle instead of the tables")
+    p.add_argument("--axes", default="pointmae", choices=["pointmae", "nuscenes"],
+                   help="frame the boxes are in: pointmae sensor axes (x forward; the readers' default) or raw LIDAR_TOP")
+    for flag in ("camera", "radar", "map", "external"):
+        p.add_argument(f"--use-{flag}", action="store_true", help=f"meta.use_{flag} = true")
+    p.add_argument("--validate-only", action="store_true", help="only check an existing --out file")
+    p.add_argument("--evaluate", action="store_true",
+                   help="also run the devkit's DetectionEval on the split (needs its annotations)")
+    p.add_argument("--eval-dir", help="where the metrics JSONs go with --evaluate")
+
+
+def run_nuscenes(args):
+    from pointmae.data.errors import DataError
+    from pointmae.submission import nuscenes as nus
+    try:
+        _run_nuscenes(args, nus)
+    except (nus.SubmissionError, DataError) as exc:   # rule violations / bad files: the message, no traceback
+        raise SystemExit(f"nuscenes: {exc}") from None
+
+
+def _run_nuscenes(args, nus):
+    tokens = nus.split_sample_tokens(args.dataroot, args.version, args.split)
+    if not args.validate_only:
+        if not args.predictions:
+            raise SystemExit("nuscenes: --predictions is required unless --validate-only")
+        predictions = load_predictions(args.predictions)
+        poses = (nus.sensor_poses_from_info(args.info, args.axes) if args.info
+                 else nus.sensor_poses_from_tables(args.dataroot, args.version, args.axes))
+        meta = {"use_camera": args.use_camera, "use_lidar": True, "use_radar": args.use_radar,
+                "use_map": args.use_map, "use_external": args.use_external}
+        results = nus.build_results(predictions, poses, tokens, meta=meta)
+        nus.write_results(args.out, results, tokens)
+        boxes = sum(len(v) for v in results["results"].values())
+        print(f"nuscenes: wrote {args.out}: {len(tokens)} samples of split {args.split!r}, {boxes} boxes")
+    else:
+        nus.validate_results(args.out, tokens)
+        print(f"nuscenes: {args.out} is valid for split {args.split!r} ({len(tokens)} samples)")
+    if args.evaluate:
+        from pointmae.eval.nuscenes import evaluate_nuscenes, format_metrics
+        summary = evaluate_nuscenes(args.out, args.dataroot, args.version, args.split, output_dir=args.eval_dir)
+        print(format_metrics(summary))
+
+
+# ---------------------------------------------------------------------------------------------- Waymo
 def _waymo_split(args):
     from pointmae.data.waymo import read_tfrecord_frames
     from pointmae.submission.waymo import split_frames_from_converted, split_frames_from_list
@@ -42,8 +116,7 @@ def run_waymo(args) -> int:
         if not (args.predictions and args.out and args.account_name and args.method_name):
             raise SystemExit("waymo: writing needs --predictions, --out, --account-name and --method-name "
                              "(or --validate ARCHIVE to check an existing file)")
-        with open(args.predictions, "rb") as f:
-            predictions = pickle.load(f)
+        predictions = load_predictions(args.predictions)
         meta = WaymoSubmissionMeta(
             account_name=args.account_name, unique_method_name=args.method_name, authors=args.authors,
             affiliation=args.affiliation, description=args.description, method_link=args.method_link,
@@ -64,7 +137,7 @@ def run_waymo(args) -> int:
 
 def add_waymo_parser(subparsers) -> None:
     p = subparsers.add_parser("waymo", help="Waymo Open Dataset 3D detection submission (.tar.gz of Submission protos)")
-    p.add_argument("--predictions", help="pickle of the prediction list (see the module docstring)")
+    p.add_argument("--predictions", help="predictions file (.pt or .pkl; see the module docstring)")
     p.add_argument("--out", help="output folder for the shards and the .tar.gz")
     p.add_argument("--validate", metavar="ARCHIVE", help="only validate an existing .tar.gz against the split")
     p.add_argument("--split-tfrecords", nargs="+", metavar="TFRECORD", help="the split's segment tfrecords")
@@ -85,16 +158,19 @@ def add_waymo_parser(subparsers) -> None:
     p.add_argument("--num-shards", type=int, default=4)
     p.add_argument("--min-score", type=float, default=0.03, help="drop objects below this score (official tool: 0.03)")
     p.add_argument("--require-all-frames", action="store_true", help="fail when a split frame has no object")
-    p.set_defaults(run=run_waymo)
+
+
+COMMANDS = {"nuscenes": (add_nuscenes, run_nuscenes), "waymo": (add_waymo_parser, run_waymo)}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
-    add_waymo_parser(subparsers)
+    for add, _ in COMMANDS.values():
+        add(subparsers)
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        return COMMANDS[args.benchmark][1](args) or 0
     except ValueError as exc:          # bad input: one clear line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

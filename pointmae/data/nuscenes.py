@@ -44,6 +44,13 @@ NUSCENES_LIDAR_TO_SENSOR = np.array([[0.0, 1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0]
 AXES = ("pointmae", "nuscenes")
 
 
+def axes_transform(axes: str) -> np.ndarray:
+    """LIDAR_TOP frame -> the frame the readers give for `axes` (4x4): NUSCENES_LIDAR_TO_SENSOR or identity."""
+    if axes not in AXES:
+        raise ValueError(f"axes must be one of {AXES}; got {axes!r}")
+    return NUSCENES_LIDAR_TO_SENSOR if axes == "pointmae" else np.eye(4)
+
+
 def to_sensor_axes(points, boxes, pose, meta, axes: str):
     """Turn LIDAR_TOP-frame points/boxes/pose into pointmae axes (unless axes == "nuscenes")."""
     if axes not in AXES:
@@ -286,6 +293,12 @@ class NuScenesTables:
         ep = self.tables["ego_pose"][sample_data["ego_pose_token"]]
         return pose_matrix(cs["translation"], cs["rotation"]), pose_matrix(ep["translation"], ep["rotation"])
 
+    def keyframe_poses(self, sample_token: str) -> tuple[np.ndarray, np.ndarray]:
+        """(lidar2ego, ego2global) of the sample's keyframe of this channel, without reading points."""
+        if sample_token not in self._lidar_keyframe:
+            raise KeyError(f"sample token {sample_token!r} has no {self.channel} keyframe in {self.dataroot}")
+        return self.sensor_pose(self._lidar_keyframe[sample_token])
+
     def previous_sweeps(self, sample_data, count: int) -> list:
         out, current = [], sample_data
         while len(out) < count and current["prev"]:
@@ -361,5 +374,5 @@ class NuScenesTables:
         return (self.frame(prev[0], num_sweeps) if prev else None), self.frame(token, num_sweeps)
 
 
-__all__ = ["NuScenesInfoDataset", "NuScenesTables", "lidar_to_global_boxes", "global_to_lidar_boxes",
+__all__ = ["NuScenesInfoDataset", "NuScenesTables", "axes_transform", "lidar_to_global_boxes", "global_to_lidar_boxes",
            "lidar_to_ego_boxes", "ego_to_lidar_boxes", "pose_matrix", "quaternion_to_matrix", "to_sensor_axes"]
