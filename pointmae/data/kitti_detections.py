@@ -23,6 +23,8 @@ from pointmae.data.kitti import (DEFAULT_IMAGE_SIZE, KittiCalibration, KittiObje
 
 # Metres in front of the rectified camera below which a box is cut before projection.
 NEAR_PLANE = 0.1
+# A projection narrower or lower than one pixel (after clipping) does not show in the image.
+MIN_VISIBLE_PIXELS = 1.0
 
 # The 12 edges of box_corners()' order (bottom face 0-3, top face 4-7).
 _EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
@@ -41,7 +43,7 @@ def project_boxes_to_image(boxes: np.ndarray, calib: KittiCalibration,
     Returns:
         bbox (M, 4) float64 (left, top, right, bottom) clipped to [0, width-1] x [0, height-1]
         (the pixel-centre range, as KITTI's own labels), and visible (M,) bool: some part of the box is
-        in front of the camera and its clipped 2D box has a positive width and height.
+        in front of the camera and its clipped 2D box is at least MIN_VISIBLE_PIXELS wide and high.
     """
     boxes = np.asarray(boxes, np.float64)
     if boxes.ndim != 2 or boxes.shape[1] < 7:
@@ -69,7 +71,8 @@ def project_boxes_to_image(boxes: np.ndarray, calib: KittiCalibration,
     bbox = np.stack([np.clip(left, 0, width - 1), np.clip(top, 0, height - 1),
                      np.clip(right, 0, width - 1), np.clip(bottom, 0, height - 1)], axis=1)
     bbox[~any_front] = 0.0
-    visible = any_front & (bbox[:, 2] > bbox[:, 0]) & (bbox[:, 3] > bbox[:, 1])
+    visible = (any_front & (bbox[:, 2] - bbox[:, 0] >= MIN_VISIBLE_PIXELS)
+               & (bbox[:, 3] - bbox[:, 1] >= MIN_VISIBLE_PIXELS))
     return bbox, visible
 
 
