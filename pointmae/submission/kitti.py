@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from pointmae.data.kitti import (CLASSES as KITTI_LABEL_CLASSES, DEFAULT_IMAGE_SIZE, KittiCalibration,
                                  read_calibration, write_labels)
 from pointmae.data.kitti_detections import detections_to_kitti_objects
@@ -74,7 +72,8 @@ class KittiValidation:
         if self.violations:
             shown = "\n  ".join(self.violations[:limit])
             more = f"\n  ... and {len(self.violations) - limit} more" if len(self.violations) > limit else ""
-            raise ValueError(f"{self.path}: {len(self.violations)} KITTI submission rule violation(s):\n  {shown}{more}")
+            raise ValueError(f"{self.path}: {len(self.violations)} KITTI submission rule violation(s):\n"
+                             f"  {shown}{more}")
 
     def __str__(self):
         if self.ok:

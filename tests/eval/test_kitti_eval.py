@@ -216,7 +216,8 @@ def test_orientation_similarity():
 
 def _with(frame: KittiObjects, rows, scores=None) -> KittiObjects:
     extra = objects(rows, scores)
-    return KittiObjects(**{k: np.concatenate([getattr(frame, k), getattr(extra, k)]) for k in frame.__dataclass_fields__})
+    return KittiObjects(**{k: np.concatenate([getattr(frame, k), getattr(extra, k)])
+                           for k in frame.__dataclass_fields__})
 
 
 def test_dontcare_region_hides_a_false_positive_in_2d_only():
@@ -504,3 +505,22 @@ def test_predictions_outside_the_image_are_dropped(kitti_frames):
     # extent of the object, we project the 3D box: a few pixels).
     np.testing.assert_allclose(objects_.bbox_2d[0], frame.box_meta["bbox_2d"][0], atol=25)
     np.testing.assert_allclose(objects_.alpha[0], frame.box_meta["alpha"][0], atol=0.02)
+
+
+def test_projection_of_a_box_straddling_the_camera(kitti_frames):
+    # A long box beside the car, reaching from behind the camera to 10 m ahead: its visible part runs
+    # to the image's left border (the points where its edges cross the near plane project far
+    # left), so the clipped 2D box starts at 0; projecting only its corners in front would not.
+    from pointmae.data.kitti_detections import project_boxes_to_image
+    calib = kitti_frames[3].meta["calib"]
+    box = np.array([[3.0, 3.0, -0.8, 14.0, 1.8, 1.5, 0.0]])       # x from -4 m to 10 m, 3 m to the left
+    bbox, visible = project_boxes_to_image(box, calib, (1242, 375))
+    assert visible[0]
+    assert bbox[0, 0] == 0.0 and bbox[0, 2] > 100.0
+    # Fully behind: not visible; far to the side: not visible; a normal box: inside the image.
+    behind = np.array([[-10.0, 0.0, -0.8, 4.0, 1.8, 1.5, 0.0]])
+    side = np.array([[5.0, 40.0, -0.8, 4.0, 1.8, 1.5, 0.0]])
+    ahead = np.array([[20.0, 0.0, -0.8, 4.0, 1.8, 1.5, 0.0]])
+    bbox, visible = project_boxes_to_image(np.r_[behind, side, ahead], calib, (1242, 375))
+    np.testing.assert_array_equal(visible, [False, False, True])
+    assert 0 < bbox[2, 0] < bbox[2, 2] < 1241 and 0 < bbox[2, 1] < bbox[2, 3] < 374
