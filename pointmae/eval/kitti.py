@@ -33,6 +33,10 @@ et al., "Disentangling Monocular 3D Object Detection", ICCV 2019, which the serv
   rotation of the camera axes (x' = z, y' = -x, z' = -y), which preserves every IoU. CPU only, no numba.
 
 A class/difficulty without any valid ground truth has AP = NaN (the devkit prints 0 or skips it).
+Small sets: the 41 thresholds are taken one per true positive, so with n <= 40 valid ground truths
+at most n positions get a precision: finding all of 3 cars scores AP_R40 = 2/40 = 5. A perfect
+detector reaches 100 only from 41 valid ground truths per class and difficulty on. That is the
+devkit's arithmetic, kept as is; evaluate on enough frames.
 
 Implementation: each frame's matching is a loop over its ground truths; here that loop runs over
 "the k-th ground truth of every frame" at once, for all 41 thresholds at once (arrays frames x
