@@ -187,14 +187,15 @@ class _Prepared:
 def _check_objects(objects: KittiObjects, what: str, index: int) -> None:
     if not isinstance(objects, KittiObjects):
         raise TypeError(f"{what}[{index}] must be pointmae.data.kitti.KittiObjects, got {type(objects).__name__}")
-    care = np.char.lower(objects.names.astype(str)) != "dontcare"
-    values = np.c_[objects.bbox_2d, objects.dims_hwl, objects.location, objects.rotation_y, objects.score,
-                   objects.alpha]
-    if not np.isfinite(values).all():
+    arrays = (objects.bbox_2d, objects.dims_hwl, objects.location, objects.rotation_y, objects.score, objects.alpha)
+    if not all(np.isfinite(a).all() for a in arrays):
         raise ValueError(f"{what}[{index}]: non-finite box, alpha or score values")
-    if (objects.dims_hwl[care] < 0).any():
-        raise ValueError(f"{what}[{index}]: negative box dimensions (h, w, l) outside DontCare lines: "
-                         f"{objects.dims_hwl[care][(objects.dims_hwl[care] < 0).any(1)].tolist()}")
+    if (objects.dims_hwl < 0).any():        # DontCare lines carry -1 -1 -1; any other line must not
+        care = np.char.lower(objects.names.astype(str)) != "dontcare"
+        bad = objects.dims_hwl[care][(objects.dims_hwl[care] < 0).any(1)]
+        if len(bad):
+            raise ValueError(f"{what}[{index}]: negative box dimensions (h, w, l) outside DontCare lines: "
+                             f"{bad.tolist()}")
 
 
 def _prepare(gt_annos: Sequence[KittiObjects], dt_annos: Sequence[KittiObjects]) -> _Prepared:

@@ -562,3 +562,11 @@ def test_camera_frame_iou_equals_the_devkits_polygons():
             assert iou3d[i, j] == pytest.approx(volume / union, abs=1e-9)
             overlapping += 0 < inter and i != j
     assert overlapping > 50
+
+
+def test_negative_dimensions_outside_dontcare_are_an_error():
+    gt = many_cars(4)
+    bad = as_detections(gt[0], [0.5] * 4)
+    bad.dims_hwl[1, 2] = -4.0
+    with pytest.raises(ValueError, match=r"dt_annos\[0\].*negative box dimensions"):
+        evaluate_kitti(gt, [bad])
