@@ -416,35 +416,65 @@ def evaluate_kitti(gt_annos: Sequence[KittiObjects], dt_annos: Sequence[KittiObj
 
 
 # ------------------------------------------------------------------------------- pointmae adapters
+def _predictions_by_id(predictions: Sequence[dict], frame_ids: Sequence[str]) -> dict:
+    from pointmae.submission.predictions import check_predictions
+    by_id = {p["frame_id"]: p for p in check_predictions(predictions)}
+    missing = [i for i in frame_ids if i not in by_id]
+    if missing:
+        raise ValueError(f"predictions: no entry for {len(missing)} ground-truth frame(s), e.g. {missing[:5]} "
+                         f"(give an entry with zero boxes for frames without detections)")
+    return by_id
+
+
+def _detections(prediction: dict, calib, image_size, frame_id: str) -> KittiObjects:
+    from pointmae.data.kitti_detections import detections_to_kitti_objects
+    size = image_size.get(frame_id, DEFAULT_IMAGE_SIZE) if isinstance(image_size, dict) else image_size
+    objects, _ = detections_to_kitti_objects(prediction["boxes"], prediction["names"], prediction["scores"],
+                                             calib, size)
+    return objects
+
+
 def evaluate_kitti_predictions(predictions: Sequence[dict], frames: Sequence, image_size=DEFAULT_IMAGE_SIZE,
                                **kwargs) -> KittiEvalResult:
     """KITTI protocol for predictions in pointmae's contract against Frames read by KittiObjectDataset.
 
     Args:
         predictions: one dict per frame: {"frame_id": str, "boxes": (M, 7|9) sensor frame,
-            "scores": (M,), "names": (M,)} (see pointmae.submission). Every frame needs an entry.
+            "scores": (M,), "names": (M,)} (see pointmae.submission). Every frame needs an entry;
+            entries for frames not in `frames` are not used.
         frames: ground-truth Frames with meta["calib"] and the label box_meta (KittiObjectDataset).
         image_size: (width, height) of image 2, or a dict frame_id -> (width, height); the 2D boxes of
             the predictions are their projections clipped to it, and boxes outside it are dropped,
             exactly as the submission writer does.
         **kwargs: passed to evaluate_kitti (classes, overlap_sets, metrics).
     """
-    from pointmae.data.kitti_detections import detections_to_kitti_objects, frame_to_kitti_objects
-    from pointmae.submission.predictions import check_predictions
-    check_predictions(predictions)
-    by_id = {p["frame_id"]: p for p in predictions}
-    missing = [f.frame_id for f in frames if f.frame_id not in by_id]
-    if missing:
-        raise ValueError(f"predictions: no entry for {len(missing)} ground-truth frame(s), e.g. {missing[:5]} "
-                         f"(give an entry with zero boxes for frames without detections)")
+    from pointmae.data.kitti_detections import frame_to_kitti_objects
+    by_id = _predictions_by_id(predictions, [f.frame_id for f in frames])
+    gt_annos = [frame_to_kitti_objects(frame) for frame in frames]
+    dt_annos = [_detections(by_id[f.frame_id], f.meta["calib"], image_size, f.frame_id) for f in frames]
+    return evaluate_kitti(gt_annos, dt_annos, **kwargs)
+
+
+def evaluate_kitti_root(predictions: Sequence[dict], root, split: str | None = "val", subset: str = "training",
+                        image_size=DEFAULT_IMAGE_SIZE, **kwargs) -> KittiEvalResult:
+    """Like evaluate_kitti_predictions, reading only label_2 and calib of a KITTI-layout root (no
+    point clouds: fast on the 3,769 val frames). Frame ids: root/ImageSets/{split}.txt, or every
+    label file with split=None. The ground truth is the label files as written (annotated 2D boxes)."""
+    from pointmae.data.kitti import read_calibration
+    folder = Path(root) / subset
+    if split is None:
+        frame_ids = sorted(p.stem for p in (folder / "label_2").glob("*.txt"))
+    else:
+        split_file = require_file(Path(root) / "ImageSets" / f"{split}.txt")
+        frame_ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    if not frame_ids:
+        raise ValueError(f"no frames under {folder} (split={split!r})")
+    by_id = _predictions_by_id(predictions, frame_ids)
     gt_annos, dt_annos = [], []
-    for frame in frames:
-        gt_annos.append(frame_to_kitti_objects(frame))
-        pred = by_id[frame.frame_id]
-        size = image_size.get(frame.frame_id, DEFAULT_IMAGE_SIZE) if isinstance(image_size, dict) else image_size
-        objects, _ = detections_to_kitti_objects(pred["boxes"], pred["names"], pred["scores"], frame.meta["calib"],
-                                                 size)
-        dt_annos.append(objects)
+    for frame_id in frame_ids:
+        gt_annos.append(read_labels(folder / "label_2" / f"{frame_id}.txt"))
+        calib = read_calibration(folder / "calib" / f"{frame_id}.txt")
+        dt_annos.append(_detections(by_id[frame_id], calib, image_size, frame_id))
     return evaluate_kitti(gt_annos, dt_annos, **kwargs)
 
 

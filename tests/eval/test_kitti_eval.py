@@ -570,3 +570,17 @@ def test_negative_dimensions_outside_dontcare_are_an_error():
     bad.dims_hwl[1, 2] = -4.0
     with pytest.raises(ValueError, match=r"dt_annos\[0\].*negative box dimensions"):
         evaluate_kitti(gt, [bad])
+
+
+def test_root_entry_equals_the_frame_entry(kitti_frames, shared_data):
+    from pointmae.eval.kitti import evaluate_kitti_root
+    rng = np.random.default_rng(3)
+    jitter = np.array([1, 1, 1, 0, 0, 0, 0])
+    predictions = [{"frame_id": f.frame_id, "boxes": f.boxes + rng.normal(0, 0.05, f.boxes.shape) * jitter,
+                    "names": f.names, "scores": rng.uniform(size=len(f.boxes))} for f in kitti_frames]
+    from_root = evaluate_kitti_root(predictions, shared_data / "kitti", split=None)
+    from_frames = evaluate_kitti_predictions(predictions, kitti_frames)
+    for key, value in from_frames.ap.items():
+        assert from_root.ap[key] == pytest.approx(value, nan_ok=True), key
+    with pytest.raises(ValueError, match="no entry for 1 ground-truth frame"):
+        evaluate_kitti_root(predictions[1:], shared_data / "kitti", split=None)
