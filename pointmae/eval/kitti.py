@@ -99,7 +99,8 @@ class KittiEvalResult:
         keys = sorted({(o, c) for o, c, _, _ in self.ap}, key=lambda k: (CLASSES.index(k[1]) if k[1] in CLASSES
                                                                           else 99, k[1], k[0] != "strict"))
         for overlap, cls in keys:
-            thresholds = ", ".join(f"{self.min_overlap[(overlap, cls, m)]:.2f}" for m in METRICS)
+            thresholds = ", ".join(f"{self.min_overlap[(overlap, cls, m)]:.2f}" for m in METRICS
+                                   if (overlap, cls, m) in self.min_overlap)
             gts = ", ".join(str(self.num_gt.get((cls, d), 0)) for d in DIFFICULTIES)
             for recall in recalls:
                 lines.append(f"{cls} AP_{recall}@{thresholds} ({overlap}; ground truths {gts}):")

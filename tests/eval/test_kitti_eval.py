@@ -584,3 +584,13 @@ def test_root_entry_equals_the_frame_entry(kitti_frames, shared_data):
         assert from_root.ap[key] == pytest.approx(value, nan_ok=True), key
     with pytest.raises(ValueError, match="no entry for 1 ground-truth frame"):
         evaluate_kitti_root(predictions[1:], shared_data / "kitti", split=None)
+
+
+def test_a_subset_of_metrics_and_the_summary():
+    gt = many_cars(60)
+    dt = [as_detections(f, np.linspace(0.9, 0.5, len(f))) for f in gt]
+    result = evaluate_kitti(gt, dt, classes=("Car",), overlap_sets=("strict",), metrics=("3d",))
+    assert set(k[2] for k in result.ap) == {"3d"}
+    text = result.summary()
+    assert "Car AP_R40@0.70 (strict; ground truths 60, 60, 60):" in text and "3d  : 100.00, 100.00, 100.00" in text
+    assert result.to_flat_dict()["Car/3d_R11/hard@strict"] == pytest.approx(100.0)
