@@ -31,6 +31,8 @@ def random_frame(rng, num_objects, num_detections):
     left, top = rng.uniform(0, 1100, num_objects), rng.uniform(120, 200, num_objects)
     height = rng.uniform(15, 120, num_objects)
     bbox = np.c_[left, top, left + height * rng.uniform(0.5, 2, num_objects), top + height]
+    dontcare = names == "DontCare"           # as in KITTI's label files: a 2D region, no 3D box
+    location[dontcare] = -1000.0
     gt = KittiObjects(names=names.astype(str), truncated=rng.choice([0.0, 0.1, 0.3, 0.6], num_objects),
                       occluded=rng.integers(0, 4, num_objects), alpha=rng.uniform(-3, 3, num_objects), bbox_2d=bbox,
                       dims_hwl=dims, location=location, rotation_y=rng.uniform(-3, 3, num_objects),

@@ -17,7 +17,9 @@ et al., "Disentangling Monocular 3D Object Detection", ICCV 2019, which the serv
   only consume it. Quirk kept from the devkit: this holds for a too-small detection of any class.
 * DontCare regions: an unmatched detection whose 2D box lies more than the class IoU threshold inside
   a DontCare box (intersection / detection area) is not a FP. Only the 2D metric sees them: DontCare
-  lines carry no 3D box (location -1000), so in the devkit their BEV / 3D overlap is zero.
+  lines carry no 3D box (location -1000), so in the devkit their BEV / 3D overlap is zero. (A
+  DontCare line with a real location, which KITTI never writes, would hide detections in the
+  devkit's BEV too, through a polygon built from dimensions -1; not reproduced.)
 * Matching, one frame at a time, ground truths in file order. For the recall thresholds, each ground
   truth takes the highest-scoring free detection with IoU > threshold (strictly greater); the scores
   of true positives give 41 thresholds, one per recall step of 1/40 (getThresholds). For each of
