@@ -91,6 +91,15 @@ class KittiEvalResult:
                            f"{sorted(set(k[1] for k in self.ap))} x {sorted(set(k[2] for k in self.ap))}")
         return self.ap[key][recall]
 
+    def mean_ap(self, metric: str = "3d", difficulty: str = "moderate", recall: str = "R40",
+                overlap: str = "strict", classes: Sequence[str] | None = None) -> float:
+        """Mean over classes of one AP (e.g. moderate 3D AP_R40), classes without ground truth (NaN)
+        left out; NaN when no class has any."""
+        classes = sorted({k[1] for k in self.ap if k[0] == overlap}) if classes is None else classes
+        values = [self.get(c, metric, difficulty, recall, overlap) for c in classes]
+        values = [v for v in values if not np.isnan(v)]
+        return float(np.mean(values)) if values else float("nan")
+
     def to_flat_dict(self) -> dict[str, float]:
         """{"Car/3d_R40/moderate@strict": AP, ...}: for loggers and JSON."""
         return {f"{c}/{m}_{r}/{d}@{o}": v for (o, c, m, d), aps in sorted(self.ap.items()) for r, v in aps.items()}

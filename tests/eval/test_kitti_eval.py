@@ -594,3 +594,14 @@ def test_a_subset_of_metrics_and_the_summary():
     text = result.summary()
     assert "Car AP_R40@0.70 (strict; ground truths 60, 60, 60):" in text and "3d  : 100.00, 100.00, 100.00" in text
     assert result.to_flat_dict()["Car/3d_R11/hard@strict"] == pytest.approx(100.0)
+
+
+def test_mean_ap_skips_classes_without_ground_truth():
+    gt = many_cars(100)
+    half = [as_detections(f, np.linspace(0.9, 0.5, len(f))) if i % 2 == 0 else as_detections(f, [], [])
+            for i, f in enumerate(gt)]
+    result = evaluate_kitti(gt, half, classes=("Car", "Pedestrian", "Cyclist"))
+    car = result.get("Car", "3d")
+    assert 0 < car < 100 and np.isnan(result.get("Pedestrian", "3d"))
+    assert result.mean_ap("3d") == pytest.approx(car)
+    assert np.isnan(result.mean_ap("3d", classes=("Cyclist",)))
