@@ -1,7 +1,12 @@
-"""Benchmark submission files from pointmae predictions, one subcommand per benchmark.
+"""Benchmark submission files from pointmae predictions, one subcommand per benchmark (COMMANDS below).
 
-Predictions (--predictions) are the shared contract, saved with torch.save (.pt) or pickle (.pkl): a
-list with one dict per frame {"frame_id": str, "boxes": (M, 7|9) float in the pointmae sensor frame,
+    # KITTI: one 16-field txt per frame id, zipped, validated
+    python tools/submit.py kitti --predictions PRED.pkl --kitti-root ROOT --out SUB.zip
+           [--subset testing] [--split test | --ids-file IDS.txt | --official-test-ids]
+    python tools/submit.py kitti --validate-only SUB.zip --kitti-root ROOT [--split test ...]
+
+Predictions (--predictions): the file pointmae.submission.save_predictions writes (tools/finetune_det.py
+does), or the bare contract saved with torch.save (.pt) or pickle (.pkl): a list with one dict per frame {"frame_id": str, "boxes": (M, 7|9) float in the pointmae sensor frame,
 "scores": (M,), "names": (M,) str, optional "attributes" (M,)}. These files are unpickled: load only
 files you trust.
 
@@ -28,19 +33,53 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _usage_error(message):
+    raise SystemExit(f"usage error: {message}")
+
+
 def load_predictions(path):
-    """The list of per-frame prediction dicts saved with torch.save (.pt/.pth) or pickle (.pkl)."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"--predictions: no file at {path}")
-    if path.endswith((".pt", ".pth")):
-        import torch
-        predictions = torch.load(path, map_location="cpu", weights_only=False)
+    """The prediction list of --predictions (pointmae.submission.load_predictions: checked, clear errors)."""
+    from pointmae.submission import load_predictions as load
+    return load(path)
+
+
+# ------------------------------------------------------------------------------------------- kitti
+def add_kitti(subparsers):
+    p = subparsers.add_parser("kitti", help="KITTI object benchmark zip (one 16-field txt per frame)")
+    p.add_argument("--predictions", help="predictions .pkl (pointmae.submission.save_predictions)")
+    p.add_argument("--out", help="the submission .zip to write")
+    p.add_argument("--validate-only", metavar="ZIP", help="only check an existing zip (or folder) and exit")
+    p.add_argument("--kitti-root", required=True, help="KITTI root with <subset>/calib (and image_2 for sizes)")
+    p.add_argument("--subset", default="testing", help="folder under the root: testing (benchmark) or training")
+    ids = p.add_mutually_exclusive_group()
+    ids.add_argument("--split", help="read ROOT/ImageSets/<split>.txt")
+    ids.add_argument("--ids-file", help="a text file with one frame id per line")
+    ids.add_argument("--official-test-ids", action="store_true", help="the 7518 ids 000000..007517")
+
+
+def run_kitti(args):
+    from pointmae.submission.kitti import (official_test_ids, read_frame_ids, read_frame_info,
+                                           validate_kitti_submission, write_kitti_submission)
+    if bool(args.validate_only) == bool(args.predictions or args.out):
+        _usage_error("kitti: give either --predictions and --out, or --validate-only ZIP")
+    if args.official_test_ids:
+        frame_ids = official_test_ids()
     else:
-        with open(path, "rb") as f:
-            predictions = pickle.load(f)
-    if not isinstance(predictions, (list, tuple)) or not all(isinstance(p, dict) for p in predictions):
-        raise SystemExit(f"--predictions: {path} must hold a list of per-frame dicts; got {type(predictions).__name__}")
-    return list(predictions)
+        frame_ids = read_frame_ids(args.kitti_root, args.split, args.ids_file, args.subset)
+    if args.validate_only:
+        _, sizes = read_frame_info(args.kitti_root, frame_ids, args.subset)
+        validation = validate_kitti_submission(args.validate_only, frame_ids, sizes)
+        print(validation)
+        for line in validation.violations[:50]:
+            print("  " + line)
+        return 0 if validation.ok else 1
+    if not (args.predictions and args.out):
+        _usage_error("kitti: --predictions and --out are both required to write a submission")
+    calibrations, sizes = read_frame_info(args.kitti_root, frame_ids, args.subset)
+    report = write_kitti_submission(load_predictions(args.predictions), calibrations, frame_ids, args.out, sizes)
+    print(report)
+    print(validate_kitti_submission(args.out, frame_ids, sizes))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ nuScenes
@@ -135,7 +174,7 @@ def run_waymo(args) -> int:
     return 0
 
 
-def add_waymo_parser(subparsers) -> None:
+def add_waymo(subparsers) -> None:
     p = subparsers.add_parser("waymo", help="Waymo Open Dataset 3D detection submission (.tar.gz of Submission protos)")
     p.add_argument("--predictions", help="predictions file (.pt or .pkl; see the module docstring)")
     p.add_argument("--out", help="output folder for the shards and the .tar.gz")
@@ -160,7 +199,8 @@ def add_waymo_parser(subparsers) -> None:
     p.add_argument("--require-all-frames", action="store_true", help="fail when a split frame has no object")
 
 
-COMMANDS = {"nuscenes": (add_nuscenes, run_nuscenes), "waymo": (add_waymo_parser, run_waymo)}
+COMMANDS = {"kitti": (add_kitti, run_kitti), "nuscenes": (add_nuscenes, run_nuscenes),
+            "waymo": (add_waymo, run_waymo)}
 
 
 def main(argv=None) -> int:
@@ -171,7 +211,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.benchmark][1](args) or 0
-    except ValueError as exc:          # bad input: one clear line, not a traceback
+    except (ValueError, FileNotFoundError) as exc:          # bad input: one clear line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
