@@ -395,6 +395,61 @@ DATA_CONFIGS["shapenet55"] = ShapeNet55Config
 DATA_CONFIGS["scanobjectnn"] = ScanObjectNNConfig
 
 
+@dataclass
+class VoxelMAEConfig(ModelConfig):
+    """pointmae.models.voxel_mae.VoxelMAE (defaults: the paper's nuScenes setting, SST on 0.5 m pillars).
+    in_channels must match data.channels."""
+    name: str = "voxel_mae"
+    in_channels: int = 4
+    point_range: tuple[float, float, float, float, float, float] = (-50.0, -50.0, -5.0, 50.0, 50.0, 3.0)
+    voxel_size: tuple[float, float, float] = (0.5, 0.5, 8.0)
+    max_points_per_voxel: int = 100
+    max_voxels: int = 60000
+    backbone: Literal["sst", "VoxelBackBone8x", "VoxelResBackBone8x"] = "sst"
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 8
+    window_shape: tuple[int, int] = (16, 16)
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    num_pred_points: int = 16
+    mask_type: Literal["random", "block", "radial"] = "random"
+    mask_ratio: float = 0.7
+    block_size: tuple[int, ...] = (4, 4)
+    sector_deg: float = 1.0
+    fake_voxel_ratio: float = 0.1
+    chamfer_weight: float = 1.0
+    count_weight: float = 1.0
+    occupancy_weight: float = 1.0
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class RMAEConfig(ModelConfig):
+    """pointmae.models.r_mae.RMAE (defaults: the paper's KITTI setting: OpenPCDet's SECOND grid,
+    1-degree sectors, 20% kept)."""
+    name: str = "r_mae"
+    in_channels: int = 4
+    point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    voxel_size: tuple[float, float, float] = (0.05, 0.05, 0.1)
+    max_points_per_voxel: int = 5
+    max_voxels: int = 40000
+    backbone: Literal["VoxelBackBone8x", "VoxelResBackBone8x"] = "VoxelBackBone8x"
+    mask_type: Literal["radial", "random", "block"] = "radial"
+    keep_ratio: float = 0.2
+    sector_deg: float = 1.0
+    block_size: tuple[int, ...] = (8, 8)
+    range_edges: Optional[list[float]] = None
+    range_keep_ratios: Optional[list[float]] = None
+    decoder_channels: tuple[int, ...] = (64,)
+    empty_ratio: float = 1.0
+
+
+MODEL_CONFIGS["voxel_mae"] = VoxelMAEConfig
+MODEL_CONFIGS["r_mae"] = RMAEConfig
+
+
 # ----------------------------------------------------------------------------------------------------
 # LiDAR pre-training data (pointmae/data/lidar_pretrain.py): one section per frame source, the shared
 # fields in LidarDataConfig. Point ranges follow OpenPCDet's dataset configs.
