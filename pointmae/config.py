@@ -491,6 +491,7 @@ class LidarKittiConfig(LidarDataConfig):
     root: str = "data/kitti"
     split: Optional[str] = "train"
     subset: Literal["training", "testing"] = "training"
+    fov_only: bool = False                 # keep the points inside the camera's field of view
 
 
 @dataclass

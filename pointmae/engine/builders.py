@@ -79,7 +79,7 @@ def _lidar_synthetic(cfg) -> Dataset:
 
 def _lidar_kitti(cfg) -> Dataset:
     from pointmae.data.kitti import KittiObjectDataset
-    return _lidar_pretrain(cfg, KittiObjectDataset(cfg.root, cfg.split, cfg.subset))
+    return _lidar_pretrain(cfg, KittiObjectDataset(cfg.root, cfg.split, cfg.subset, fov_only=cfg.fov_only))
 
 
 def _lidar_nuscenes(cfg) -> Dataset:
