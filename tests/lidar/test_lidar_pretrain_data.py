@@ -139,3 +139,17 @@ def test_kitti_sample_through_the_config(shared_data):
     batch = ds.collate_fn([ds[0], ds[6]])
     assert batch["points"].shape[1] == 4 and batch["origins"].shape == (2, 3)
     assert batch["points"][:, 0].min() >= 0 and batch["points"][:, 1].abs().max() <= 40  # the crop
+
+
+def test_sweeps_folder_with_poses_gives_aligned_previous(tmp_path):
+    reader = StaticWorldReader(POSES)
+    for k in range(3):
+        np.save(tmp_path / f"{k:03d}.npy", reader[k].points[:, :4])
+    np.save(tmp_path.parent / "poses.npy", np.stack(POSES))
+    cfg = config_from_dict({"model": {"name": "point_mae"}, "data": {
+        "name": "lidar_sweeps", "source": str(tmp_path), "poses": str(tmp_path.parent / "poses.npy"),
+        "point_range": list(RANGE), "num_previous": 1, "augment": False}})
+    ds = build_dataset(cfg.data)
+    batch = ds.collate_fn([ds[0], ds[2]])
+    assert batch["has_prev"].tolist() == [False, True]
+    torch.testing.assert_close(batch["prev_points"][500:], batch["points"][500:], atol=2e-4, rtol=0)
