@@ -462,6 +462,9 @@ class LidarDataConfig(DataConfig):
     # Multipliers per channel, e.g. {intensity: 0.00392} to bring nuScenes' 0..255 to KITTI's 0..1.
     channel_scales: dict[str, float] = field(default_factory=dict)
     point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    # Where the LiDAR sits in the frame's coordinates (before augmentation): (0, 0, 0) for data in
+    # the sensor frame; Waymo's points are in the vehicle frame, with the top LiDAR about 2 m up.
+    sensor_origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     num_previous: int = 0                  # 1: batches carry prev_points / prev_offsets (temporal models)
     missing_previous: Literal["current", "empty"] = "current"
     repeat: int = 1                        # the source repeated per epoch (tiny sample sets)

@@ -7,9 +7,9 @@ The batch is `collate_frames`' layout plus what masked autoencoders on sweeps ne
     points  (N_total, C) float32, sensor frame, x y z first, channels = `channels`
     offsets (B+1,) int64; channels; poses (B, 4, 4) float64; boxes list of (M_b, 7|9) float64;
     names; frame_ids
-    origins (B, 3) float32: the sensor position in each sample's (augmented) frame. (0, 0, 0) before
-            augmentation; a random translation moves it, and radial masking must measure angles
-            around it, not around the frame's origin.
+    origins (B, 3) float32: the sensor position in each sample's (augmented) frame: `sensor_origin`
+            ((0, 0, 0) for sensor-frame data) before augmentation; a random translation moves it,
+            and radial masking must measure angles around it, not around the frame's origin.
   with num_previous = 1 (temporal models, e.g. T-MAE):
     prev_points  (N_prev_total, C) float32: the previous sweep of the same sequence, transformed into
                  the CURRENT sweep's sensor frame with the two poses (ego-motion aligned:
@@ -61,10 +61,11 @@ def select_channels(frame: Frame, channels: Sequence[str], scales: Optional[dict
     return replace(frame, points=columns, channels=channels)
 
 
-def align_to_frame(previous: Frame, current: Frame) -> Frame:
+def align_to_frame(previous: Frame, current: Frame, sensor_origin=(0.0, 0.0, 0.0)) -> Frame:
     """`previous` expressed in `current`'s sensor frame: p_cur = pose_cur^-1 @ pose_prev @ p_prev.
     Only x, y, z change; boxes are moved too (headings by the relative yaw). The returned frame's
-    pose is the current one; meta["origin_in_current"] is the previous sensor position (3,)."""
+    pose is the current one; meta["origin_in_current"] (3,) is where the previous sweep's sensor
+    (at `sensor_origin` in its own frame) lies in the current frame."""
     relative = np.linalg.inv(current.pose) @ previous.pose           # prev sensor -> current sensor
     points = previous.to_numpy().points.copy()
     xyz = points[:, :3].astype(np.float64) @ relative[:3, :3].T + relative[:3, 3]
@@ -76,7 +77,8 @@ def align_to_frame(previous: Frame, current: Frame) -> Frame:
         boxes[:, 6] = np.arctan2(np.sin(boxes[:, 6] + yaw), np.cos(boxes[:, 6] + yaw))
         if boxes.shape[1] >= 9:
             boxes[:, 7:9] = boxes[:, 7:9] @ relative[:2, :2].T
-    meta = dict(previous.meta, origin_in_current=relative[:3, 3].copy())
+    origin = relative[:3, :3] @ np.asarray(sensor_origin, np.float64) + relative[:3, 3]
+    meta = dict(previous.meta, origin_in_current=origin)
     return replace(previous, points=points, boxes=boxes, pose=current.pose.copy(), meta=meta)
 
 
@@ -116,12 +118,15 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
     num_previous: 0 or 1 (previous sweep, ego-motion aligned, see the module docstring);
     augment: None for no augmentation, else a `Compose` of frame transforms; repeat: the dataset is
     the reader repeated this many times (tiny real samples still give full batches);
-    channel_scales: {channel: factor}, e.g. {"intensity": 1 / 255} for nuScenes.
+    channel_scales: {channel: factor}, e.g. {"intensity": 1 / 255} for nuScenes;
+    sensor_origin: where the LiDAR is in a frame's coordinates before augmentation ((0, 0, 0) for
+    sensor-frame data; Waymo's points are in the vehicle frame, the top LiDAR above it), unless a
+    reader puts frame.meta["sensor_origin"].
     """
 
     def __init__(self, reader, channels: Sequence[str], point_range: Sequence[float], num_previous: int = 0,
                  missing_previous: str = "current", augment: Optional[Compose] = None, repeat: int = 1,
-                 channel_scales: Optional[dict] = None):
+                 channel_scales: Optional[dict] = None, sensor_origin: Sequence[float] = (0.0, 0.0, 0.0)):
         if num_previous not in (0, 1):
             raise ValueError(f"data.num_previous must be 0 or 1, got {num_previous!r}")
         if missing_previous not in ("current", "empty"):
@@ -135,6 +140,9 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
         self.reader, self.channels, self.point_range = reader, tuple(channels), tuple(float(v) for v in point_range)
         self.num_previous, self.missing_previous = num_previous, missing_previous
         self.augment, self.repeat, self.channel_scales = augment, repeat, dict(channel_scales or {})
+        if len(sensor_origin) != 3:
+            raise ValueError(f"data.sensor_origin must be 3 numbers (x, y, z), got {sensor_origin!r}")
+        self.sensor_origin = np.asarray(sensor_origin, np.float64)
         self.crop = CropRange(self.point_range)
         self.collate_fn = collate_lidar_pretrain     # the engine hands this to its DataLoader
 
@@ -146,12 +154,14 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         i = index % len(self.reader)
         current = select_channels(self.reader[i], self.channels, self.channel_scales)
+        origin = np.asarray(current.meta.get("sensor_origin", self.sensor_origin), np.float64)
         previous = None
         if self.num_previous:
             previous = self.reader.previous(i)
             if previous is not None:
-                previous = align_to_frame(select_channels(previous, self.channels, self.channel_scales), current)
-        origin = np.zeros(3)
+                prev_sensor = previous.meta.get("sensor_origin", self.sensor_origin)
+                previous = align_to_frame(select_channels(previous, self.channels, self.channel_scales), current,
+                                          prev_sensor)
         prev_origin = previous.meta["origin_in_current"] if previous is not None else np.zeros(3)
         if self.augment is not None:
             seed = int(torch.randint(0, 2 ** 62, ()).item())

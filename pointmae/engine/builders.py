@@ -65,7 +65,7 @@ def _lidar_pretrain(cfg, reader) -> Dataset:
     augment = (pretrain_augmentation(cfg.flip_p, cfg.rotate_deg, cfg.scale, cfg.translate_std)
                if cfg.augment else None)
     return LidarPretrainDataset(reader, cfg.channels, cfg.point_range, cfg.num_previous, cfg.missing_previous,
-                                augment, cfg.repeat, cfg.channel_scales)
+                                augment, cfg.repeat, cfg.channel_scales, cfg.sensor_origin)
 
 
 def _lidar_synthetic(cfg) -> Dataset:

@@ -153,3 +153,18 @@ def test_sweeps_folder_with_poses_gives_aligned_previous(tmp_path):
     batch = ds.collate_fn([ds[0], ds[2]])
     assert batch["has_prev"].tolist() == [False, True]
     torch.testing.assert_close(batch["prev_points"][500:], batch["points"][500:], atol=2e-4, rtol=0)
+
+
+def test_sensor_origin_off_the_frame_origin():
+    """Vehicle-frame data (Waymo): the LiDAR sits above the frame's origin; origins and the previous
+    sweep's origin follow it through the ego motion."""
+    reader = StaticWorldReader(POSES)
+    mount = (1.4, 0.0, 2.2)
+    ds = LidarPretrainDataset(reader, ("x", "y", "z"), RANGE, num_previous=1, sensor_origin=mount)
+    batch = ds.collate_fn([ds[1]])
+    torch.testing.assert_close(batch["origins"][0], torch.tensor(mount))
+    world_mount_prev = POSES[0] @ np.r_[mount, 1.0]
+    expected = (np.linalg.inv(POSES[1]) @ world_mount_prev)[:3]
+    torch.testing.assert_close(batch["prev_origins"][0], torch.tensor(expected, dtype=torch.float32))
+    with pytest.raises(ValueError, match="sensor_origin"):
+        LidarPretrainDataset(reader, ("x", "y", "z"), RANGE, sensor_origin=(0, 0))
