@@ -111,7 +111,7 @@ class RMAE(nn.Module):
     def forward_loss(self, logits: torch.Tensor, occupied: torch.Tensor, empty: torch.Tensor) -> Dict[str, torch.Tensor]:
         """logits (B, D, H, W); occupied (M, 4), empty (E, 4) cells (batch, z, y, x)."""
         cells = torch.cat([occupied, empty.long()])
-        picked = logits[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]]
+        picked = logits[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]].float()
         labels = torch.cat([torch.ones(len(occupied)), torch.zeros(len(empty))]).to(picked)
         loss = F.binary_cross_entropy_with_logits(picked, labels)
         with torch.no_grad():

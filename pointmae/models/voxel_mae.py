@@ -171,15 +171,16 @@ class VoxelMAE(nn.Module):
         normalised = (voxels[..., :3] - centres[:, None, :]) / size                # (V, P, 3)
         offsets = torch.zeros(num_points.numel() + 1, dtype=torch.int64, device=voxels.device)
         offsets[1:] = torch.cumsum(num_points.long(), 0)
-        return normalised[valid], offsets
+        return normalised[valid].float(), offsets
 
     def forward_loss(self, decoded_masked: torch.Tensor, decoded_fake: torch.Tensor, target_points: torch.Tensor,
                      target_offsets: torch.Tensor, target_counts: torch.Tensor) -> Dict[str, torch.Tensor]:
         """decoded_masked (M, D) for masked non-empty voxels with their targets; decoded_fake (F, D)."""
         m = decoded_masked.shape[0]
-        pred_points = self.points_head(decoded_masked).reshape(m * self.num_pred_points, 3)
-        pred_counts = self.count_head(decoded_masked).squeeze(1)
-        logits = self.occupancy_head(torch.cat([decoded_masked, decoded_fake])).squeeze(1)
+        # Losses in float32 whatever the autocast dtype (the Chamfer kernel takes float32 / float64).
+        pred_points = self.points_head(decoded_masked).float().reshape(m * self.num_pred_points, 3)
+        pred_counts = self.count_head(decoded_masked).float().squeeze(1)
+        logits = self.occupancy_head(torch.cat([decoded_masked, decoded_fake])).float().squeeze(1)
         labels = torch.cat([torch.ones(m), torch.zeros(decoded_fake.shape[0])]).to(logits)
         if m:
             pred_offsets = torch.arange(m + 1, device=pred_points.device) * self.num_pred_points
