@@ -418,6 +418,8 @@ class VoxelMAEConfig(ModelConfig):
     mask_ratio: float = 0.7
     block_size: tuple[int, ...] = (4, 4)
     sector_deg: float = 1.0
+    range_edges: Optional[list[float]] = None          # range-aware radial masking (metres) ...
+    range_keep_ratios: Optional[list[float]] = None    # ... and one keep ratio per range bin
     fake_voxel_ratio: float = 0.1
     chamfer_weight: float = 1.0
     count_weight: float = 1.0

@@ -60,7 +60,8 @@ class VoxelMAE(nn.Module):
     backbone: "sst" (embed_dim, depth, num_heads, window_shape), or "VoxelBackBone8x" /
     "VoxelResBackBone8x" (needs a 3D grid with at least 24 z layers, see sparse_conv_output_depth);
     decoder_*: the decoder's window transformer; num_pred_points: K points predicted per masked voxel;
-    mask_type / mask_ratio / block_size / sector_deg: the masking (VoxelMasker); fake_voxel_ratio:
+    mask_type / mask_ratio / block_size / sector_deg / range_edges / range_keep_ratios: the masking
+    (VoxelMasker; the range-aware radial variant replaces mask_ratio by per-range keep ratios); fake_voxel_ratio:
     empty voxels sampled per sample, as a fraction of its non-empty voxels; *_weight: loss weights.
     """
 
@@ -69,7 +70,9 @@ class VoxelMAE(nn.Module):
                  embed_dim: int = 128, depth: int = 6, num_heads: int = 8, window_shape: Sequence[int] = (16, 16),
                  decoder_dim: int = 128, decoder_depth: int = 2, decoder_num_heads: int = 8,
                  num_pred_points: int = 16, mask_type: str = "random", mask_ratio: float = 0.7,
-                 block_size: Sequence[int] = (4, 4), sector_deg: float = 1.0, fake_voxel_ratio: float = 0.1,
+                 block_size: Sequence[int] = (4, 4), sector_deg: float = 1.0,
+                 range_edges: Optional[Sequence[float]] = None, range_keep_ratios: Optional[Sequence[float]] = None,
+                 fake_voxel_ratio: float = 0.1,
                  chamfer_weight: float = 1.0, count_weight: float = 1.0, occupancy_weight: float = 1.0,
                  drop_path_rate: float = 0.0):
         super().__init__()
@@ -81,7 +84,9 @@ class VoxelMAE(nn.Module):
         self.in_channels, self.max_points_per_voxel, self.max_voxels = in_channels, max_points_per_voxel, max_voxels
         self.mask_ratio, self.fake_voxel_ratio, self.num_pred_points = mask_ratio, fake_voxel_ratio, num_pred_points
         self.weights = {"chamfer": chamfer_weight, "count": count_weight, "occupancy": occupancy_weight}
-        self.masker = VoxelMasker(mask_type, 1.0 - mask_ratio, tuple(block_size), sector_deg)
+        self.masker = VoxelMasker(mask_type, 1.0 - mask_ratio, tuple(block_size), sector_deg,
+                                  list(range_edges) if range_edges else None,
+                                  list(range_keep_ratios) if range_keep_ratios else None)
         self.backbone_name = backbone
 
         # --- encoder: voxel feature encoder + 3D backbone on visible voxels --------------------------

@@ -254,3 +254,16 @@ def test_model_rejects_wrong_channels():
     batch["points"] = batch["points"][:, :3]
     with pytest.raises(ValueError, match="in_channels"):
         model(batch, _gen(0))
+
+
+def test_voxel_mae_range_aware_radial_masking_by_config():
+    cfg = load_config(ROOT / "configs" / "voxel_mae" / "synthetic.yaml", [
+        "model.mask_type=radial", "model.sector_deg=5.0", "model.range_edges=[8.0]",
+        "model.range_keep_ratios=[0.2,0.6]"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    out = model(_batch(), _gen(0))
+    keep, coords = out["vis"]["keep"], out["vis"]["coords"]
+    far = model.grid.centres(coords)[:, :2].norm(dim=1) >= 8.0
+    assert keep[far].float().mean() > keep[~far].float().mean() + 0.2   # far voxels kept more
+    assert torch.isfinite(out["loss"])
