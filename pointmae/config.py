@@ -393,3 +393,144 @@ DATA_CONFIGS["synthetic_shapes"] = SyntheticShapesConfig
 DATA_CONFIGS["modelnet40"] = ModelNet40Config
 DATA_CONFIGS["shapenet55"] = ShapeNet55Config
 DATA_CONFIGS["scanobjectnn"] = ScanObjectNNConfig
+
+
+@dataclass
+class VoxelMAEConfig(ModelConfig):
+    """pointmae.models.voxel_mae.VoxelMAE (defaults: the paper's nuScenes setting, SST on 0.5 m pillars).
+    in_channels must match data.channels."""
+    name: str = "voxel_mae"
+    in_channels: int = 4
+    point_range: tuple[float, float, float, float, float, float] = (-50.0, -50.0, -5.0, 50.0, 50.0, 3.0)
+    voxel_size: tuple[float, float, float] = (0.5, 0.5, 8.0)
+    max_points_per_voxel: int = 100
+    max_voxels: int = 60000
+    backbone: Literal["sst", "VoxelBackBone8x", "VoxelResBackBone8x"] = "sst"
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 8
+    window_shape: tuple[int, int] = (16, 16)
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    num_pred_points: int = 16
+    mask_type: Literal["random", "block", "radial"] = "random"
+    mask_ratio: float = 0.7
+    block_size: tuple[int, ...] = (4, 4)
+    sector_deg: float = 1.0
+    range_edges: Optional[list[float]] = None          # range-aware radial masking (metres) ...
+    range_keep_ratios: Optional[list[float]] = None    # ... and one keep ratio per range bin
+    fake_voxel_ratio: float = 0.1
+    chamfer_weight: float = 1.0
+    count_weight: float = 1.0
+    occupancy_weight: float = 1.0
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class RMAEConfig(ModelConfig):
+    """pointmae.models.r_mae.RMAE (defaults: the paper's KITTI setting: OpenPCDet's SECOND grid,
+    1-degree sectors, 20% kept)."""
+    name: str = "r_mae"
+    in_channels: int = 4
+    point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    voxel_size: tuple[float, float, float] = (0.05, 0.05, 0.1)
+    max_points_per_voxel: int = 5
+    max_voxels: int = 40000
+    backbone: Literal["VoxelBackBone8x", "VoxelResBackBone8x"] = "VoxelBackBone8x"
+    mask_type: Literal["radial", "random", "block"] = "radial"
+    keep_ratio: float = 0.2
+    sector_deg: float = 1.0
+    block_size: tuple[int, ...] = (8, 8)
+    range_edges: Optional[list[float]] = None
+    range_keep_ratios: Optional[list[float]] = None
+    decoder_channels: tuple[int, ...] = (64,)
+    empty_ratio: float = 1.0
+
+
+MODEL_CONFIGS["voxel_mae"] = VoxelMAEConfig
+MODEL_CONFIGS["r_mae"] = RMAEConfig
+
+
+# ----------------------------------------------------------------------------------------------------
+# LiDAR pre-training data (pointmae/data/lidar_pretrain.py): one section per frame source, the shared
+# fields in LidarDataConfig. Point ranges follow OpenPCDet's dataset configs.
+
+
+@dataclass
+class LidarDataConfig(DataConfig):
+    """Shared by every LiDAR source: point columns, crop range, previous sweep, augmentation."""
+    channels: tuple[str, ...] = ("x", "y", "z", "intensity")
+    # Multipliers per channel, e.g. {intensity: 0.00392} to bring nuScenes' 0..255 to KITTI's 0..1.
+    channel_scales: dict[str, float] = field(default_factory=dict)
+    point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    # Where the LiDAR sits in the frame's coordinates (before augmentation): (0, 0, 0) for data in
+    # the sensor frame; Waymo's points are in the vehicle frame, with the top LiDAR about 2 m up.
+    sensor_origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    num_previous: int = 0                  # 1: batches carry prev_points / prev_offsets (temporal models)
+    missing_previous: Literal["current", "empty"] = "current"
+    repeat: int = 1                        # the source repeated per epoch (tiny sample sets)
+    augment: bool = True
+    flip_p: float = 0.5
+    rotate_deg: float = 45.0
+    scale: tuple[float, float] = (0.95, 1.05)
+    translate_std: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+@dataclass
+class LidarSyntheticConfig(LidarDataConfig):
+    """The synthetic LiDAR world generated on the fly (pointmae.data.lidar_datasets.SyntheticFrames)."""
+    name: str = "lidar_synthetic"
+    channels: tuple[str, ...] = ("x", "y", "z", "intensity")
+    num_frames: int = 200
+    frames_per_sequence: int = 20
+    seed: int = 0
+    sensor: Literal["hdl64", "nuscenes32"] = "hdl64"
+    azimuth_resolution_deg: Optional[float] = None   # coarser than the preset: fewer points, faster
+
+
+@dataclass
+class LidarKittiConfig(LidarDataConfig):
+    """A KITTI-layout root (real object benchmark, or the synthetic world written by make_synthetic)."""
+    name: str = "lidar_kitti"
+    root: str = "data/kitti"
+    split: Optional[str] = "train"
+    subset: Literal["training", "testing"] = "training"
+    fov_only: bool = False                 # keep the points inside the camera's field of view
+
+
+@dataclass
+class LidarNuScenesConfig(LidarDataConfig):
+    """An mmdet3d-style nuScenes info pickle (samples/ and sweeps/ below data_root)."""
+    name: str = "lidar_nuscenes"
+    info_path: str = "data/nuscenes/nuscenes_infos_train.pkl"
+    data_root: Optional[str] = None
+    num_sweeps: int = 0
+    point_range: tuple[float, float, float, float, float, float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0)
+
+
+@dataclass
+class LidarWaymoConfig(LidarDataConfig):
+    """Frames converted by tools/convert_waymo.py (*.npz below root, vehicle frame)."""
+    name: str = "lidar_waymo"
+    root: str = "data/waymo/converted"
+    drop_nlz: bool = False
+    point_range: tuple[float, float, float, float, float, float] = (-74.88, -74.88, -2.0, 74.88, 74.88, 4.0)
+
+
+@dataclass
+class LidarSweepsConfig(LidarDataConfig):
+    """A folder (or list file) of unlabelled sweeps with optional poses (pointmae/data/user_sweeps.py)."""
+    name: str = "lidar_sweeps"
+    source: str = "data/sweeps"
+    bin_layout: Optional[str] = None
+    poses: Optional[str] = None
+    timestamps: Optional[str] = None
+    recursive: bool = False
+
+
+DATA_CONFIGS["lidar_synthetic"] = LidarSyntheticConfig
+DATA_CONFIGS["lidar_kitti"] = LidarKittiConfig
+DATA_CONFIGS["lidar_nuscenes"] = LidarNuScenesConfig
+DATA_CONFIGS["lidar_waymo"] = LidarWaymoConfig
+DATA_CONFIGS["lidar_sweeps"] = LidarSweepsConfig

@@ -59,7 +59,53 @@ def _scanobjectnn(cfg) -> Dataset:
     return _maybe_augment(scanobjectnn(cfg.root, cfg.variant, cfg.split, cfg.num_points), cfg.augment)
 
 
+def _lidar_pretrain(cfg, reader) -> Dataset:
+    """Any LiDAR frame reader -> the pre-training dataset of pointmae/data/lidar_pretrain.py."""
+    from pointmae.data.lidar_pretrain import LidarPretrainDataset, pretrain_augmentation
+    augment = (pretrain_augmentation(cfg.flip_p, cfg.rotate_deg, cfg.scale, cfg.translate_std)
+               if cfg.augment else None)
+    return LidarPretrainDataset(reader, cfg.channels, cfg.point_range, cfg.num_previous, cfg.missing_previous,
+                                augment, cfg.repeat, cfg.channel_scales, cfg.sensor_origin)
+
+
+def _lidar_synthetic(cfg) -> Dataset:
+    from pointmae.data.lidar_datasets import SyntheticFrames
+    from pointmae.data.synthetic import sensor_preset
+    sensor = sensor_preset(cfg.sensor)
+    if cfg.azimuth_resolution_deg is not None:
+        sensor = sensor.with_(azimuth_resolution_deg=cfg.azimuth_resolution_deg)
+    return _lidar_pretrain(cfg, SyntheticFrames(cfg.num_frames, cfg.seed, sensor, cfg.frames_per_sequence))
+
+
+def _lidar_kitti(cfg) -> Dataset:
+    from pointmae.data.kitti import KittiObjectDataset
+    return _lidar_pretrain(cfg, KittiObjectDataset(cfg.root, cfg.split, cfg.subset, fov_only=cfg.fov_only))
+
+
+def _lidar_nuscenes(cfg) -> Dataset:
+    from pointmae.data.nuscenes import NuScenesInfoDataset
+    return _lidar_pretrain(cfg, NuScenesInfoDataset(cfg.info_path, cfg.data_root, num_sweeps=cfg.num_sweeps))
+
+
+def _lidar_waymo(cfg) -> Dataset:
+    from pointmae.data.waymo import WaymoConvertedDataset
+    return _lidar_pretrain(cfg, WaymoConvertedDataset(cfg.root, drop_nlz=cfg.drop_nlz))
+
+
+def _lidar_sweeps(cfg) -> Dataset:
+    from pointmae.data.lidar_pretrain import SequentialPrevious
+    from pointmae.data.user_sweeps import SweepFolderDataset
+    reader = SweepFolderDataset(cfg.source, cfg.bin_layout, poses=cfg.poses, timestamps=cfg.timestamps,
+                                channels=cfg.channels, recursive=cfg.recursive)
+    return _lidar_pretrain(cfg, SequentialPrevious(reader))
+
+
 DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
+    "lidar_synthetic": _lidar_synthetic,
+    "lidar_kitti": _lidar_kitti,
+    "lidar_nuscenes": _lidar_nuscenes,
+    "lidar_waymo": _lidar_waymo,
+    "lidar_sweeps": _lidar_sweeps,
     "synthetic_shapes": _synthetic_shapes,
     "modelnet40": _modelnet40,
     "shapenet55": _shapenet55,

@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEConfig
+from pointmae.config import PointMAEConfig, RMAEConfig, VoxelMAEConfig
 from pointmae.models.point_mae import PointMAE
 
 
@@ -24,4 +24,17 @@ def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
     return PointMAE(**kwargs)
 
 
-MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae}
+def build_voxel_mae(cfg: VoxelMAEConfig) -> nn.Module:
+    from pointmae.models.voxel_mae import VoxelMAE  # spconv is imported only by the LiDAR models
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    return VoxelMAE(**kwargs)
+
+
+def build_r_mae(cfg: RMAEConfig) -> nn.Module:
+    from pointmae.models.r_mae import RMAE
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    return RMAE(**kwargs)
+
+
+MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae, "voxel_mae": build_voxel_mae,
+                                                        "r_mae": build_r_mae}

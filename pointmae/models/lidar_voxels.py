@@ -1,0 +1,186 @@
+"""Parts shared by the LiDAR masked autoencoders (Voxel-MAE, R-MAE): the voxel grid, the voxel
+feature encoder, masking by config, empty ("fake") voxel sampling, and bird's-eye-view pictures.
+
+Voxel coordinates are int (batch, z, y, x) rows, as `pointmae.ops.voxelize` returns them and spconv
+and the SST backbone take them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pointmae import masking
+from pointmae.ops import voxelize
+
+__all__ = ["VoxelGrid", "MeanVFE", "VoxelMasker", "sample_empty_voxels", "voxelize_batch", "bev_picture",
+           "generator_from_global_rng"]
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """A regular grid over `point_range` [x0, y0, z0, x1, y1, z1] with cells `voxel_size` [vx, vy, vz]."""
+    point_range: tuple[float, float, float, float, float, float]
+    voxel_size: tuple[float, float, float]
+
+    def __post_init__(self):
+        if len(self.point_range) != 6 or any(self.point_range[i] >= self.point_range[i + 3] for i in range(3)):
+            raise ValueError(f"point_range must be [x0, y0, z0, x1, y1, z1] with x0 < x1 etc., got {self.point_range}")
+        if len(self.voxel_size) != 3 or any(not v > 0 for v in self.voxel_size):
+            raise ValueError(f"voxel_size must be 3 positive numbers, got {self.voxel_size}")
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """(nx, ny, nz), rounded like pointmae.ops.voxelize does."""
+        return tuple(int(round((self.point_range[i + 3] - self.point_range[i]) / self.voxel_size[i]))
+                     for i in range(3))
+
+    def centres(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords (N, 4) int (batch, z, y, x) -> (N, 3) float32 metric (x, y, z) voxel centres."""
+        xyz_index = coords[:, [3, 2, 1]].double()
+        lo = torch.tensor(self.point_range[:3], dtype=torch.float64, device=coords.device)
+        size = torch.tensor(self.voxel_size, dtype=torch.float64, device=coords.device)
+        return (lo + (xyz_index + 0.5) * size).float()
+
+
+def voxelize_batch(batch: dict, grid: VoxelGrid, max_points_per_voxel: int, max_voxels: int):
+    """Hard voxelization of a LiDAR batch's packed points (pointmae.ops.voxelize)."""
+    return voxelize(batch["points"], batch["offsets"], grid.voxel_size, grid.point_range,
+                    max_points_per_voxel, max_voxels)
+
+
+class MeanVFE(nn.Module):
+    """Voxel feature = mean of its points' features (OpenPCDet's MeanVFE): parameter-free, so every
+    detector can take it; named `vfe` in every LiDAR model (the shared checkpoint contract)."""
+
+    def forward(self, voxels: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+        """voxels (V, P, C) zero padded, num_points (V,) >= 1 -> (V, C)."""
+        return voxels.sum(dim=1) / num_points.clamp_min(1).to(voxels.dtype)[:, None]
+
+
+def generator_from_global_rng(device: torch.device) -> torch.Generator:
+    """A generator seeded from torch's global RNG: the engine seeds that per rank and restores it on
+    resume, so masks are reproducible without the models holding RNG state of their own."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(torch.randint(0, 2 ** 62, ()).item()))
+    return generator
+
+
+@dataclass
+class VoxelMasker:
+    """Masking chosen by config, over any `pointmae.masking` function.
+
+    kind: "random" (MAE / Voxel-MAE), "block" (cubes / squares of `block_size` cells), "radial"
+    (R-MAE: sectors of `sector_deg` around each sample's sensor; `range_edges` + `range_keep_ratios`
+    for the range-aware variant); keep_ratio: fraction kept visible.
+    """
+    kind: str = "random"
+    keep_ratio: float = 0.3
+    block_size: Sequence[int] = (4, 4)
+    sector_deg: float = 1.0
+    range_edges: Optional[Sequence[float]] = None
+    range_keep_ratios: Optional[Sequence[float]] = None
+
+    def __post_init__(self):
+        if self.kind not in ("random", "block", "radial"):
+            raise ValueError(f"mask_type must be 'random', 'block' or 'radial', got {self.kind!r}")
+
+    def __call__(self, coords: torch.Tensor, centres: torch.Tensor, origins: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        """coords (N, 4) int (batch, z, y, x); centres (N, 3) metric; origins (B, 3) sensor positions.
+        Returns keep (N,) bool, True = visible."""
+        batch_idx = coords[:, 0].long()
+        if self.kind == "random":
+            return masking.random_mask(batch_idx, self.keep_ratio, generator)
+        if self.kind == "block":
+            block = list(self.block_size)
+            grid_coords = coords[:, 2:4] if len(block) == 2 else coords[:, 1:4]   # (y, x) or (z, y, x)
+            return masking.block_mask(grid_coords.long(), batch_idx, block, self.keep_ratio, generator)
+        return masking.radial_mask(centres, batch_idx, origins.to(centres.dtype), self.sector_deg,
+                                   self.keep_ratio, generator, self.range_edges, self.range_keep_ratios)
+
+
+def sample_empty_voxels(coords: torch.Tensor, batch_size: int, grid_size: Sequence[int], counts: torch.Tensor,
+                        generator: torch.Generator, clamp: bool = False, max_rounds: int = 64) -> torch.Tensor:
+    """Exactly counts[b] distinct EMPTY cells of sample b's grid, uniformly at random ("fake" voxels).
+
+    coords: (N, 4) int (batch, z, y, x) of the non-empty voxels; grid_size (nx, ny, nz); counts (B,)
+    int64. Cells are drawn uniformly with a generator on the CPU (the result depends on the seed only),
+    occupied and repeated cells are rejected in draw order, and rounds continue until every sample has
+    its count -- so the chosen set is a uniform random subset of the empty cells. Returns (sum(counts), 4)
+    int32 (batch, z, y, x), samples in order. Asking for more than a sample's empty cells is a ValueError,
+    or with clamp=True gives all of them (a tiny grid full of points).
+    """
+    nx, ny, nz = (int(g) for g in grid_size)
+    cells = nx * ny * nz
+    counts = counts.to("cpu", torch.int64)
+    if counts.numel() != batch_size:
+        raise ValueError(f"counts must have batch_size={batch_size} entries, got {counts.numel()}")
+    coords_cpu = coords.to("cpu", torch.int64)
+    out = []
+    for b in range(batch_size):
+        k = int(counts[b])
+        mine = coords_cpu[coords_cpu[:, 0] == b]
+        occupied = torch.unique((mine[:, 1] * ny + mine[:, 2]) * nx + mine[:, 3])   # linear (z, y, x) index
+        if k > cells - occupied.numel() and clamp:
+            k = cells - occupied.numel()
+        elif k > cells - occupied.numel():
+            raise ValueError(f"cannot sample {k} empty voxels in sample {b}: only {cells - occupied.numel()} "
+                             f"of the grid's {cells} cells are empty")
+        chosen = torch.zeros(0, dtype=torch.int64)
+        n_empty = cells - occupied.numel()
+        if n_empty < 4 * k + 64:
+            # Nearly full grid: rejection would rarely hit, so list the empty cells and take a random
+            # k-subset of them (a prefix of a uniform permutation).
+            is_empty = torch.ones(cells, dtype=torch.bool)
+            is_empty[occupied] = False
+            empty_cells = torch.nonzero(is_empty).squeeze(1)
+            chosen = empty_cells[torch.randperm(n_empty, generator=generator)[:k]]
+        for _ in range(max_rounds):
+            if chosen.numel() >= k:
+                break
+            draw = torch.randint(0, cells, (2 * (k - chosen.numel()) + 16,), generator=generator)
+            fresh = draw[~torch.isin(draw, occupied) & ~torch.isin(draw, chosen)]
+            # First occurrence of each cell, in draw order (uniqueness without re-sorting by value).
+            values, inverse = torch.unique(fresh, return_inverse=True)
+            first = torch.full((values.numel(),), fresh.numel(), dtype=torch.int64).scatter_reduce(
+                0, inverse, torch.arange(fresh.numel()), reduce="amin")
+            chosen = torch.cat([chosen, fresh[torch.sort(first).values]])[:k]
+        if chosen.numel() < k:
+            raise RuntimeError(f"empty voxel sampling did not converge in {max_rounds} rounds (sample {b})")
+        z, rest = chosen // (ny * nx), chosen % (ny * nx)
+        out.append(torch.stack([torch.full_like(z, b), z, rest // nx, rest % nx], dim=1))
+    result = torch.cat(out) if out else torch.zeros(0, 4, dtype=torch.int64)
+    return result.to(coords.device, torch.int32)
+
+
+def bev_picture(panels: Sequence[tuple[str, np.ndarray, Optional[np.ndarray]]], point_range: Sequence[float],
+                size: int = 320) -> np.ndarray:
+    """Side-by-side bird's-eye views: panels of (title, points (N, >=3), colours (N, 3) uint8 or None
+    for height colours), drawn over `point_range` at `size` pixels along the longer side."""
+    from pointmae.viz.bev import render_bev
+    from pointmae.viz.points3d import side_by_side
+    x0, y0, _, x1, y1, _ = (float(v) for v in point_range)
+    resolution = max(x1 - x0, y1 - y0) / size
+    images, titles = [], []
+    for title, points, colours in panels:
+        if colours is None:
+            image = np.asarray(render_bev(points, x_range=(x0, x1), y_range=(y0, y1), resolution=resolution))
+        else:
+            image = np.asarray(render_bev(np.zeros((0, 3)), x_range=(x0, x1), y_range=(y0, y1),
+                                          resolution=resolution)).copy()
+            rows = ((x1 - points[:, 0]) / resolution).astype(np.int64)
+            cols = ((y1 - points[:, 1]) / resolution).astype(np.int64)
+            inside = (rows >= 0) & (rows < image.shape[0]) & (cols >= 0) & (cols < image.shape[1])
+            image[rows[inside], cols[inside]] = colours[inside]
+        images.append(image)
+        titles.append(title)
+    return side_by_side(images, titles)
+
+
+def kept_fraction_text(keep: torch.Tensor) -> str:
+    return f"{float(keep.float().mean()) if keep.numel() else math.nan:.0%}"
