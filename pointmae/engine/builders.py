@@ -59,12 +59,25 @@ def _scanobjectnn(cfg) -> Dataset:
     return _maybe_augment(scanobjectnn(cfg.root, cfg.variant, cfg.split, cfg.num_points), cfg.augment)
 
 
+def _temporal_pairs(cfg) -> Dataset:
+    from pointmae.data.synthetic.sensor import sensor_preset
+    from pointmae.data.temporal_pairs import build_temporal_pairs
+    if cfg.source == "waymo":
+        return build_temporal_pairs("waymo", cfg.frame_gap, root=cfg.root)
+    sensor = sensor_preset(cfg.sensor)
+    if cfg.azimuth_resolution_deg is not None:
+        sensor = sensor.with_(azimuth_resolution_deg=cfg.azimuth_resolution_deg)
+    return build_temporal_pairs("synthetic", cfg.frame_gap, num_frames=cfg.num_frames, seed=cfg.seed,
+                                sensor=sensor, frames_per_sequence=cfg.frames_per_sequence)
+
+
 DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
     "synthetic_shapes": _synthetic_shapes,
     "modelnet40": _modelnet40,
     "shapenet55": _shapenet55,
     "scanobjectnn": _scanobjectnn,
 }
+DATASET_FACTORIES["temporal_pairs"] = _temporal_pairs
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

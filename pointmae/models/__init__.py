@@ -15,8 +15,9 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEConfig
+from pointmae.config import PointMAEConfig, TemporalMAEConfig
 from pointmae.models.point_mae import PointMAE
+from pointmae.models.temporal_mae import TemporalMAE
 
 
 def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
@@ -24,4 +25,10 @@ def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
     return PointMAE(**kwargs)
 
 
+def build_t_mae(cfg: TemporalMAEConfig) -> TemporalMAE:
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    return TemporalMAE(**kwargs)
+
+
 MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae}
+MODEL_FACTORIES["t_mae"] = build_t_mae
