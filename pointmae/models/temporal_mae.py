@@ -88,9 +88,12 @@ def window_pairs(query_coords: torch.Tensor, key_coords: torch.Tensor, window_sh
     has_query = torch.nonzero(q_count > 0).squeeze(1)
     q_len = _bucket(q_count[has_query], min_bucket)
     k_len = _bucket(k_count[has_query] + extra_keys, min_bucket)
-    pair, pair_of_window = torch.unique(torch.stack([q_len, k_len], 1), dim=0, return_inverse=True)
+    # One integer per (query length, key length) pair: 1-D unique is much faster than unique(dim=0).
+    stride = int(k_len.max()) + 1 if k_len.numel() else 1
+    pair, pair_of_window = torch.unique(q_len * stride + k_len, return_inverse=True)
     groups = []
-    for p, (lq, lk) in enumerate(pair.tolist()):
+    for p, code in enumerate(pair.tolist()):
+        lq, lk = divmod(code, stride)
         windows = has_query[pair_of_window == p]
         groups.append((_window_slots(q_order, q_start, q_count, windows, lq),
                        _window_slots(k_order, k_start, k_count, windows, lk - extra_keys)))

@@ -282,3 +282,19 @@ def test_short_training_run_lowers_the_loss(pairs):
     after = held_out_loss()
     print(f"held-out loss before {before:.4f} after {after:.4f}")
     assert after < 0.75 * before, (before, after)
+
+
+def test_missing_previous_sweep_falls_back_to_the_null_key(batch):
+    # Sample 1 has an empty previous sweep (e.g. a sequence start): its queries only see the null key.
+    model = tiny_model()
+    cut = int(batch["prev_offsets"][1])
+    partial = dict(batch, prev_points=batch["prev_points"][:cut], prev_offsets=torch.tensor([0, cut, cut]))
+    out = model(partial, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and torch.isfinite(out["pred"]).all()
+    x, q = voxels(20, seed=9)
+    module = wca()
+    with torch.no_grad():
+        alone = module(x, q, x[:0], q[:0])
+        assert torch.isfinite(alone).all()
+        # With no keys at all, a query's output depends on the query only (not on its window mates).
+        torch.testing.assert_close(module(x[:1], q[:1], x[:0], q[:0]), alone[:1], rtol=0, atol=1e-12)
