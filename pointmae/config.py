@@ -424,9 +424,9 @@ class TemporalMAEConfig(ModelConfig):
 class TemporalPairsConfig(DataConfig):
     """pointmae.data.temporal_pairs.TemporalPairs: (current, previous aligned) sweep pairs, frame_gap
     frames apart. source "synthetic" (the generated world; sensor preset, optional coarser azimuth step
-    for CPU runs) or "waymo" (a converted folder at root)."""
+    for CPU runs), "waymo" (a converted folder at root) or "av2" (an Argoverse 2 log folder at root)."""
     name: str = "temporal_pairs"
-    source: Literal["synthetic", "waymo"] = "synthetic"
+    source: Literal["synthetic", "waymo", "av2"] = "synthetic"
     root: str = ""
     frame_gap: int = 1
     num_frames: int = 200

@@ -37,7 +37,7 @@ class TemporalPairs(torch.utils.data.Dataset):
     """(current, previous) frame pairs, ``frame_gap`` frames apart, over a frame reader.
 
     reader: SyntheticFrames (sequences of ``frames_per_sequence`` consecutive indices) or a reader
-    with a ``files`` list whose parent folder is the sequence (WaymoConvertedDataset). Item i is a
+    with a ``files`` list whose parent folder is the sequence (WaymoConvertedDataset, Av2SensorLog). Item i is a
     dict {"current": Frame, "previous": Frame in the current sensor frame}; only current frames with
     a frame ``frame_gap`` back in the same sequence are used.
     """
@@ -55,7 +55,7 @@ class TemporalPairs(torch.utils.data.Dataset):
             self.currents = [i for i in range(frame_gap, n) if files[i].parent == files[i - frame_gap].parent]
         else:
             raise TypeError(f"TemporalPairs needs a reader with `frames_per_sequence` (SyntheticFrames) or "
-                            f"`files` (WaymoConvertedDataset), got {type(reader).__name__}")
+                            f"`files` (WaymoConvertedDataset, Av2SensorLog), got {type(reader).__name__}")
         if not self.currents:
             raise ValueError(f"no frame of the {n} frames has a frame {frame_gap} back in its sequence")
 
@@ -86,15 +86,22 @@ def collate_temporal_pairs(pairs, previous_key: str = "previous") -> dict:
     sizes = torch.tensor([0] + [len(p) for p in previous], dtype=torch.int64)
     batch["prev_points"] = torch.cat(previous, 0)
     batch["prev_offsets"] = torch.cumsum(sizes, 0)
+    origins = [p["current"].meta.get("sensor_origin") for p in pairs]
+    if all(o is not None for o in origins):  # the sensor is not at the frame's origin (e.g. AV2's ego frame)
+        batch["origins"] = torch.as_tensor(np.stack(origins), dtype=torch.float32)
     return batch
 
 
 def build_temporal_pairs(source: str, frame_gap: int = 1, root: Optional[str] = None, **synthetic) -> TemporalPairs:
-    """TemporalPairs over "synthetic" (keyword arguments of SyntheticFrames) or "waymo" (converted folder)."""
+    """TemporalPairs over "synthetic" (keyword arguments of SyntheticFrames), "waymo" (converted folder at
+    root) or "av2" (an Argoverse 2 log folder at root)."""
     if source == "synthetic":
         from pointmae.data.lidar_datasets import SyntheticFrames
         return TemporalPairs(SyntheticFrames(**synthetic), frame_gap)
     if source == "waymo":
         from pointmae.data.waymo import WaymoConvertedDataset
         return TemporalPairs(WaymoConvertedDataset(root), frame_gap)
-    raise ValueError(f"temporal pairs source must be 'synthetic' or 'waymo', got {source!r}")
+    if source == "av2":
+        from pointmae.data.av2 import Av2SensorLog
+        return TemporalPairs(Av2SensorLog(root), frame_gap)
+    raise ValueError(f"temporal pairs source must be 'synthetic', 'waymo' or 'av2', got {source!r}")

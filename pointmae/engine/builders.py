@@ -62,8 +62,8 @@ def _scanobjectnn(cfg) -> Dataset:
 def _temporal_pairs(cfg) -> Dataset:
     from pointmae.data.synthetic.sensor import sensor_preset
     from pointmae.data.temporal_pairs import build_temporal_pairs
-    if cfg.source == "waymo":
-        return build_temporal_pairs("waymo", cfg.frame_gap, root=cfg.root)
+    if cfg.source in ("waymo", "av2"):
+        return build_temporal_pairs(cfg.source, cfg.frame_gap, root=cfg.root)
     sensor = sensor_preset(cfg.sensor)
     if cfg.azimuth_resolution_deg is not None:
         sensor = sensor.with_(azimuth_resolution_deg=cfg.azimuth_resolution_deg)
