@@ -40,8 +40,9 @@ def timed_step(model, optimizer, batch, generator, clock=time.perf_counter):
     targets, offsets = voxel_point_targets(batch["points"][:, :3], p2v, masked,
                                            voxel_centres(coords, model.voxel_size, model.point_range), model.voxel_size)
     t1 = clock()
-    latent, _ = model.forward_encoder(feats[visible], coords[visible], prev_feats, prev_coords, b)
-    loss = model.forward_loss(model.forward_decoder(latent, coords[visible], coords[masked]), targets, offsets)
+    latent, prev_latent = model.forward_encoder(feats[visible], coords[visible], prev_feats, prev_coords, b)
+    fused = model.forward_cross_attention(latent, coords[visible], coords[masked], prev_latent, prev_coords)
+    loss = model.forward_loss(model.forward_decoder(fused, coords[visible], coords[masked]), targets, offsets)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -5,15 +5,17 @@ Two sweeps of one sequence are the input: a previous sweep, ego-motion aligned i
 sweep's sensor frame, and the current sweep. The previous sweep is seen whole, the current one with
 75% of its non-empty voxels masked. Both go through ONE encoder (a Siamese encoder: shared weights,
 here the single-stride sparse window transformer of SST, `backbone_3d`); a windowed cross-attention
-(WCA) module then lets every visible voxel of the current sweep (queries) attend to the voxels of the
-previous sweep (keys / values) that lie in the same BEV window. A light decoder adds one shared mask
-token per masked voxel and predicts a fixed number of points per masked voxel; the loss is the
-Chamfer distance to the points that really fell into it. The pretext task the paper states: reconstruct
+(WCA) module then lets every voxel of the current sweep -- the encoded visible ones and one shared
+mask token per masked voxel -- (queries) attend to the voxels of the previous sweep (keys / values)
+that lie in the same BEV window. A light decoder predicts a fixed number of points per masked voxel;
+the loss is the Chamfer distance to the points that really fell into it. The pretext task the paper states: reconstruct
 the current sweep from a full view of the previous sweep and a partial view of the current one -- the
 ego-vehicle's motion shows the same objects from another angle, which single-sweep MAEs never see.
 
 Laid out like the image MAE's models_mae.py (He et al., CVPR 2022): `forward_encoder`,
-`forward_decoder`, `forward_loss`. Choices that are ours (the paper's code was not available to read):
+`forward_cross_attention`, `forward_decoder`, `forward_loss`. Mask tokens entering the WCA follow
+SiamMAE's cross decoder (Gupta, Wu, Deng, Fei-Fei, "Siamese Masked Autoencoders", NeurIPS 2023), the
+image-video design T-MAE builds on. Choices that are ours (the paper's code was not available to read):
 pillars with a parameter-free mean VFE (`pointmae.models.voxel_features.MeanVFE`); a learned "null"
 key in every window so that a query whose window holds no previous-sweep voxel attends to it instead
 of to nothing (nn.MultiheadAttention's add_bias_kv, per window); a decoder of sparse window blocks
@@ -189,9 +191,10 @@ class TemporalMAE(nn.Module):
             for i in range(cross_depth))
         self.cross_norm = nn.LayerNorm(embed_dim)
 
-        # Decoder: visible tokens + one shared mask token per masked voxel, sparse window blocks.
+        # One shared mask token per masked voxel; it enters the WCA with the visible tokens.
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+        # Decoder: sparse window blocks over all current voxels.
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, decoder_dim))
         # BEV position of the voxel (normalised to the range): the window blocks only know positions
         # inside their window, and the point layout of a pillar depends on its distance to the sensor.
         self.decoder_pos_embed = nn.Sequential(nn.Linear(2, decoder_dim), nn.GELU(), nn.Linear(decoder_dim, decoder_dim))
@@ -250,23 +253,33 @@ class TemporalMAE(nn.Module):
     # encoder / decoder / loss
     # ---------------------------------------------------------------------------------------------
     def forward_encoder(self, feats_vis, coords_vis, prev_feats, prev_coords, batch_size: int):
-        """Siamese encoder + WCA. feats_vis (V_vis, C_vfe), coords_vis (V_vis, 4): visible current voxels;
+        """Siamese encoder. feats_vis (V_vis, C_vfe), coords_vis (V_vis, 4): visible current voxels;
         prev_feats (V', C_vfe), prev_coords (V', 4): the whole previous sweep.
-        Returns (latent (V_vis, D) current tokens after WCA, prev_latent (V', D))."""
+        Returns (latent (V_vis, D) visible current tokens, prev_latent (V', D) previous-sweep tokens)."""
         # One backbone pass over both sweeps: previous-sweep samples get batch ids B..2B-1, so windows
         # never mix the two sweeps -- the same result as two passes with shared weights.
         prev_coords_shifted = prev_coords.clone()
         prev_coords_shifted[:, 0] += batch_size
         tokens = self.backbone_3d(torch.cat([feats_vis, prev_feats]), torch.cat([coords_vis, prev_coords_shifted]))
-        x, prev_latent = tokens[:len(feats_vis)], tokens[len(feats_vis):]   # (V_vis, D), (V', D)
-        for wca in self.cross_attention:
-            x = wca(x, coords_vis, prev_latent, prev_coords)                 # queries: current; keys: previous
-        return self.cross_norm(x), prev_latent
+        return tokens[:len(feats_vis)], tokens[len(feats_vis):]              # (V_vis, D), (V', D)
 
-    def forward_decoder(self, latent, coords_vis, coords_masked):
-        """latent (V_vis, D), coords_vis (V_vis, 4), coords_masked (M, 4) -> pred (M, K, 3) points of the
-        masked voxels, relative to their voxel centre in voxel units."""
-        x = torch.cat([self.decoder_embed(latent), self.mask_token.expand(len(coords_masked), -1)])  # (V, D_dec)
+    def forward_cross_attention(self, latent, coords_vis, coords_masked, prev_latent, prev_coords):
+        """WCA. Every voxel of the current sweep -- the encoded visible ones and, as in SiamMAE's cross
+        decoder (Gupta et al., NeurIPS 2023), one shared mask token per masked voxel -- queries the
+        previous sweep's voxels of its window. A masked voxel can so read the previous sweep at its own
+        place, which is where the temporal information is. latent (V_vis, D); coords_vis (V_vis, 4);
+        coords_masked (M, 4); prev_latent (V', D); prev_coords (V', 4).
+        Returns (V_vis + M, D): visible rows first, then masked rows."""
+        x = torch.cat([latent, self.mask_token.expand(len(coords_masked), -1)])  # (V_vis + M, D)
+        coords = torch.cat([coords_vis, coords_masked])
+        for wca in self.cross_attention:
+            x = wca(x, coords, prev_latent, prev_coords)                      # queries: current; keys: previous
+        return self.cross_norm(x)
+
+    def forward_decoder(self, fused, coords_vis, coords_masked):
+        """fused (V_vis + M, D) from forward_cross_attention, coords_vis (V_vis, 4), coords_masked (M, 4)
+        -> pred (M, K, 3) points of the masked voxels, relative to their voxel centre in voxel units."""
+        x = self.decoder_embed(fused)                                          # (V, D_dec)
         coords = torch.cat([coords_vis, coords_masked])
         centres = voxel_centres(coords, self.voxel_size, self.point_range)[:, :2]
         lower = centres.new_tensor(self.point_range[:2])
@@ -308,8 +321,9 @@ class TemporalMAE(nn.Module):
         centres = voxel_centres(coords, self.voxel_size, self.point_range)
         targets, target_offsets = voxel_point_targets(points[:, :3], point_to_voxel, masked, centres, self.voxel_size)
 
-        latent, _ = self.forward_encoder(feats[visible], coords[visible], prev_feats, prev_coords, batch_size)
-        pred = self.forward_decoder(latent, coords[visible], coords[masked])
+        latent, prev_latent = self.forward_encoder(feats[visible], coords[visible], prev_feats, prev_coords, batch_size)
+        fused = self.forward_cross_attention(latent, coords[visible], coords[masked], prev_latent, prev_coords)
+        pred = self.forward_decoder(fused, coords[visible], coords[masked])
         loss = self.forward_loss(pred, targets, target_offsets)
         return {"loss": loss, "pred": pred, "keep": keep, "coords": coords, "masked": masked,
                 "point_to_voxel": point_to_voxel,

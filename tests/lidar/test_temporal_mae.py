@@ -218,8 +218,9 @@ def test_gradients_reach_the_shared_encoder_from_both_sweeps(batch):
     vis, masked = torch.nonzero(keep).squeeze(1), torch.nonzero(~keep).squeeze(1)
     feats_vis = feats[vis].clone().requires_grad_()
     prev_feats = prev_feats.clone().requires_grad_()
-    latent, _ = model.forward_encoder(feats_vis, coords[vis], prev_feats, prev_coords, 2)
-    pred = model.forward_decoder(latent, coords[vis], coords[masked])
+    latent, prev_latent = model.forward_encoder(feats_vis, coords[vis], prev_feats, prev_coords, 2)
+    fused = model.forward_cross_attention(latent, coords[vis], coords[masked], prev_latent, prev_coords)
+    pred = model.forward_decoder(fused, coords[vis], coords[masked])
     targets, offsets = voxel_point_targets(batch["points"][:, :3], p2v, masked,
                                            voxel_centres(coords, VOXEL, RANGE), VOXEL)
     model.forward_loss(pred, targets, offsets).backward()
@@ -228,12 +229,9 @@ def test_gradients_reach_the_shared_encoder_from_both_sweeps(batch):
     # And the previous branch alone moves the shared weights: with the current branch's encoder output
     # cut off, backbone_3d still gets gradient through the keys / values of the cross-attention.
     model.zero_grad()
-    tokens = model.backbone_3d(torch.cat([feats_vis.detach(), prev_feats.detach()]),
-                               torch.cat([coords[vis], prev_coords + torch.tensor([2, 0, 0, 0], dtype=torch.int32)]))
-    x = tokens[:len(vis)].detach()
-    for layer in model.cross_attention:
-        x = layer(x, coords[vis], tokens[len(vis):], prev_coords)
-    model.decoder_pred(model.decoder_norm(model.decoder_embed(model.cross_norm(x)))).square().sum().backward()
+    latent, prev_latent = model.forward_encoder(feats_vis.detach(), coords[vis], prev_feats.detach(), prev_coords, 2)
+    fused = model.forward_cross_attention(latent.detach(), coords[vis], coords[masked], prev_latent, prev_coords)
+    model.forward_loss(model.forward_decoder(fused, coords[vis], coords[masked]), targets, offsets).backward()
     grads = [p.grad for p in model.backbone_3d.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
 
