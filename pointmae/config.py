@@ -534,3 +534,48 @@ DATA_CONFIGS["lidar_kitti"] = LidarKittiConfig
 DATA_CONFIGS["lidar_nuscenes"] = LidarNuScenesConfig
 DATA_CONFIGS["lidar_waymo"] = LidarWaymoConfig
 DATA_CONFIGS["lidar_sweeps"] = LidarSweepsConfig
+
+
+@dataclass
+class TemporalMAEConfig(ModelConfig):
+    """pointmae.models.temporal_mae.TemporalMAE (T-MAE, Wei et al., ECCV 2024). Defaults: Waymo-sized
+    SST pillars (0.32 m, 12 x 12 windows, as SST) and the paper's 75% random masking of the current sweep."""
+    name: str = "t_mae"
+    point_range: tuple[float, float, float, float, float, float] = (-74.88, -74.88, -2.0, 74.88, 74.88, 4.0)
+    voxel_size: tuple[float, float, float] = (0.32, 0.32, 6.0)
+    num_point_features: int = 4
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 8
+    window_shape: tuple[int, int] = (12, 12)
+    cross_depth: int = 1
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    points_per_voxel: int = 16
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+    mask_ratio: float = 0.75
+    masking: Literal["random", "radial", "block"] = "random"
+    sector_deg: float = 1.0
+    block_size: int = 4
+
+
+@dataclass
+class TemporalPairsConfig(DataConfig):
+    """pointmae.data.temporal_pairs.TemporalPairs: (current, previous aligned) sweep pairs, frame_gap
+    frames apart. source "synthetic" (the generated world; sensor preset, optional coarser azimuth step
+    for CPU runs), "waymo" (a converted folder at root) or "av2" (an Argoverse 2 log folder at root)."""
+    name: str = "temporal_pairs"
+    source: Literal["synthetic", "waymo", "av2"] = "synthetic"
+    root: str = ""
+    frame_gap: int = 1
+    num_frames: int = 200
+    frames_per_sequence: int = 20
+    seed: int = 0
+    sensor: str = "hdl64"
+    azimuth_resolution_deg: Optional[float] = None
+
+
+MODEL_CONFIGS["t_mae"] = TemporalMAEConfig
+DATA_CONFIGS["temporal_pairs"] = TemporalPairsConfig

@@ -100,6 +100,18 @@ def _lidar_sweeps(cfg) -> Dataset:
     return _lidar_pretrain(cfg, SequentialPrevious(reader))
 
 
+def _temporal_pairs(cfg) -> Dataset:
+    from pointmae.data.synthetic.sensor import sensor_preset
+    from pointmae.data.temporal_pairs import build_temporal_pairs
+    if cfg.source in ("waymo", "av2"):
+        return build_temporal_pairs(cfg.source, cfg.frame_gap, root=cfg.root)
+    sensor = sensor_preset(cfg.sensor)
+    if cfg.azimuth_resolution_deg is not None:
+        sensor = sensor.with_(azimuth_resolution_deg=cfg.azimuth_resolution_deg)
+    return build_temporal_pairs("synthetic", cfg.frame_gap, num_frames=cfg.num_frames, seed=cfg.seed,
+                                sensor=sensor, frames_per_sequence=cfg.frames_per_sequence)
+
+
 DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
     "lidar_synthetic": _lidar_synthetic,
     "lidar_kitti": _lidar_kitti,
@@ -111,6 +123,7 @@ DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
     "shapenet55": _shapenet55,
     "scanobjectnn": _scanobjectnn,
 }
+DATASET_FACTORIES["temporal_pairs"] = _temporal_pairs
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -15,26 +15,34 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEConfig, RMAEConfig, VoxelMAEConfig
+from pointmae.config import PointMAEConfig, RMAEConfig, TemporalMAEConfig, VoxelMAEConfig
 from pointmae.models.point_mae import PointMAE
 
 
+def constructor_kwargs(cfg) -> dict:
+    """A model config's typed parameters (every field but `name`) as the constructor's keyword arguments."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+
+
 def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
-    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
-    return PointMAE(**kwargs)
+    return PointMAE(**constructor_kwargs(cfg))
 
 
+# The LiDAR models import spconv / the sparse backbones only when they are built.
 def build_voxel_mae(cfg: VoxelMAEConfig) -> nn.Module:
-    from pointmae.models.voxel_mae import VoxelMAE  # spconv is imported only by the LiDAR models
-    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
-    return VoxelMAE(**kwargs)
+    from pointmae.models.voxel_mae import VoxelMAE
+    return VoxelMAE(**constructor_kwargs(cfg))
 
 
 def build_r_mae(cfg: RMAEConfig) -> nn.Module:
     from pointmae.models.r_mae import RMAE
-    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
-    return RMAE(**kwargs)
+    return RMAE(**constructor_kwargs(cfg))
+
+
+def build_t_mae(cfg: TemporalMAEConfig) -> nn.Module:
+    from pointmae.models.temporal_mae import TemporalMAE
+    return TemporalMAE(**constructor_kwargs(cfg))
 
 
 MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae, "voxel_mae": build_voxel_mae,
-                                                        "r_mae": build_r_mae}
+                                                        "r_mae": build_r_mae, "t_mae": build_t_mae}
