@@ -468,7 +468,9 @@ class LidarDataConfig(DataConfig):
     # the sensor frame; Waymo's points are in the vehicle frame, with the top LiDAR about 2 m up.
     sensor_origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     num_previous: int = 0                  # 1: batches carry prev_points / prev_offsets (temporal models)
-    missing_previous: Literal["current", "empty"] = "current"
+    frame_gap: int = 1                     # the previous sweep is this many sweeps back
+    # What stands in for a missing previous sweep ("skip": such frames are left out).
+    missing_previous: Literal["current", "empty", "skip"] = "current"
     repeat: int = 1                        # the source repeated per epoch (tiny sample sets)
     augment: bool = True
     flip_p: float = 0.5
@@ -529,11 +531,21 @@ class LidarSweepsConfig(LidarDataConfig):
     recursive: bool = False
 
 
+@dataclass
+class LidarAv2Config(LidarDataConfig):
+    """One Argoverse 2 sensor log folder (pointmae/data/av2.py; egovehicle frame, the roof LiDAR's
+    position from the log's calibration is each frame's sensor origin)."""
+    name: str = "lidar_av2"
+    root: str = "data/av2/log"
+    point_range: tuple[float, float, float, float, float, float] = (-51.2, -51.2, -2.0, 51.2, 51.2, 4.0)
+
+
 DATA_CONFIGS["lidar_synthetic"] = LidarSyntheticConfig
 DATA_CONFIGS["lidar_kitti"] = LidarKittiConfig
 DATA_CONFIGS["lidar_nuscenes"] = LidarNuScenesConfig
 DATA_CONFIGS["lidar_waymo"] = LidarWaymoConfig
 DATA_CONFIGS["lidar_sweeps"] = LidarSweepsConfig
+DATA_CONFIGS["lidar_av2"] = LidarAv2Config
 
 
 @dataclass
@@ -556,26 +568,11 @@ class TemporalMAEConfig(ModelConfig):
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
     mask_ratio: float = 0.75
-    masking: Literal["random", "radial", "block"] = "random"
+    mask_type: Literal["random", "radial", "block"] = "random"   # of the current sweep (temporal masking)
     sector_deg: float = 1.0
-    block_size: int = 4
-
-
-@dataclass
-class TemporalPairsConfig(DataConfig):
-    """pointmae.data.temporal_pairs.TemporalPairs: (current, previous aligned) sweep pairs, frame_gap
-    frames apart. source "synthetic" (the generated world; sensor preset, optional coarser azimuth step
-    for CPU runs), "waymo" (a converted folder at root) or "av2" (an Argoverse 2 log folder at root)."""
-    name: str = "temporal_pairs"
-    source: Literal["synthetic", "waymo", "av2"] = "synthetic"
-    root: str = ""
-    frame_gap: int = 1
-    num_frames: int = 200
-    frames_per_sequence: int = 20
-    seed: int = 0
-    sensor: str = "hdl64"
-    azimuth_resolution_deg: Optional[float] = None
+    block_size: tuple[int, ...] = (4, 4)
+    range_edges: Optional[list[float]] = None          # range-aware radial masking, as Voxel-MAE / R-MAE
+    range_keep_ratios: Optional[list[float]] = None
 
 
 MODEL_CONFIGS["t_mae"] = TemporalMAEConfig
-DATA_CONFIGS["temporal_pairs"] = TemporalPairsConfig

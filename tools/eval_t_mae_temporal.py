@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pointmae.config import config_from_dict  # noqa: E402
-from pointmae.data.temporal_pairs import collate_temporal_pairs  # noqa: E402
+from pointmae.data.lidar_pretrain import select_channels  # noqa: E402
 from pointmae.engine.builders import build_dataset, build_model  # noqa: E402
 
 
@@ -39,10 +39,15 @@ def main(argv=None) -> int:
     losses = {"aligned previous": [], "unaligned previous": [], "no previous": []}
     with torch.no_grad():
         for n, i in enumerate(picks):
-            pair = dataset[int(i)]
-            batch = collate_temporal_pairs([pair])
-            unaligned_frame = dataset.reader[dataset.currents[int(i)] - dataset.frame_gap]
-            unaligned = dict(batch, prev_points=torch.as_tensor(unaligned_frame.to_numpy().points))
+            batch = dataset.collate_fn([dataset[int(i)]])
+            # The same previous sweep left in its own sensor frame (channels as the data config's).
+            raw = dataset.reader.previous(dataset.frame_indices[int(i) % len(dataset.frame_indices)],
+                                          dataset.frame_gap)
+            if raw is None:
+                continue
+            raw = select_channels(raw, dataset.channels, dataset.channel_scales)
+            unaligned = dict(batch, prev_points=torch.as_tensor(raw.to_numpy().points),
+                             prev_offsets=torch.tensor([0, raw.num_points]), has_prev=torch.tensor([True]))
             empty = dict(batch, prev_points=batch["prev_points"][:0], prev_offsets=torch.zeros(2, dtype=torch.int64))
             for name, b in (("aligned previous", batch), ("unaligned previous", unaligned), ("no previous", empty)):
                 losses[name].append(model(b, torch.Generator().manual_seed(1000 + n))["loss"].item())

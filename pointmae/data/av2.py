@@ -70,6 +70,13 @@ class Av2SensorLog:
         return pose_matrix([p["tx_m"][row], p["ty_m"][row], p["tz_m"][row]],
                            [p["qw"][row], p["qx"][row], p["qy"][row], p["qz"][row]])
 
+    def has_previous(self, index: int, gap: int = 1) -> bool:
+        return index >= gap
+
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        """The sweep `gap` sweeps earlier in this log (for temporal models), or None."""
+        return self[index - gap] if self.has_previous(index, gap) else None
+
     def __getitem__(self, index: int) -> Frame:
         path = self.files[index]
         table = _read_feather(path)

@@ -327,12 +327,12 @@ class KittiObjectDataset:
             self._attach_sequence_metadata(frame)
         return frame
 
-    def previous(self, index: int) -> Frame | None:
-        """The previous frame of the same sequence (synthetic layouts with sequences/), else None.
-        Real KITTI object frames are independent snapshots: always None there."""
-        if index == 0 or not self._sequence_index_path.is_file():
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        """The frame `gap` frames earlier in the same sequence (synthetic layouts with sequences/), else
+        None. Real KITTI object frames are independent snapshots: always None there."""
+        if index < gap or not self._sequence_index_path.is_file():
             return None
-        current, before = self[index], self[index - 1]
+        current, before = self[index], self[index - gap]
         if before.sequence_id != current.sequence_id or before.timestamp >= current.timestamp:
             return None
         return before

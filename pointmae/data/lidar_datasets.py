@@ -56,11 +56,12 @@ class SyntheticFrames:
             frame.meta["sweeps_used"] = len(previous)
         return frame
 
-    def previous(self, index: int) -> Frame | None:
-        """The previous frame of the same sequence (for temporal models), or None."""
-        if index % self.frames_per_sequence == 0:
-            return None
-        return self[index - 1]
+    def has_previous(self, index: int, gap: int = 1) -> bool:
+        return index % self.frames_per_sequence >= gap
+
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        """The frame `gap` frames earlier in the same sequence (for temporal models), or None."""
+        return self[index - gap] if self.has_previous(index, gap) else None
 
 
 LIDAR_DATASETS = {

@@ -1,7 +1,8 @@
 """LiDAR pre-training data: any frame source -> augmented, cropped frames -> the LiDAR batch.
 
 One torch Dataset (`LidarPretrainDataset`) over any reader of `pointmae.data.lidar_datasets`
-(synthetic world, KITTI, nuScenes info, converted Waymo, a folder of sweeps), and its `collate_fn`.
+(synthetic world, KITTI, nuScenes info, converted Waymo, a folder of sweeps, an Argoverse 2 log), and
+its `collate_fn`: the one data path of every LiDAR masked autoencoder (Voxel-MAE, R-MAE, T-MAE).
 The batch is `collate_frames`' layout plus what masked autoencoders on sweeps need:
 
     points  (N_total, C) float32, sensor frame, x y z first, channels = `channels`
@@ -11,7 +12,8 @@ The batch is `collate_frames`' layout plus what masked autoencoders on sweeps ne
             ((0, 0, 0) for sensor-frame data) before augmentation; a random translation moves it,
             and radial masking must measure angles around it, not around the frame's origin.
   with num_previous = 1 (temporal models, e.g. T-MAE):
-    prev_points  (N_prev_total, C) float32: the previous sweep of the same sequence, transformed into
+    prev_points  (N_prev_total, C) float32: the sweep `frame_gap` sweeps earlier in the same sequence
+                 (T-MAE, Wei et al., ECCV 2024, samples "distant historical frames"), transformed into
                  the CURRENT sweep's sensor frame with the two poses (ego-motion aligned:
                  p_cur = pose_cur^-1 @ pose_prev @ p_prev), then augmented with exactly the same
                  random flip / rotation / scale / translation as the current sweep and cropped to the
@@ -20,7 +22,11 @@ The batch is `collate_frames`' layout plus what masked autoencoders on sweeps ne
     has_prev     (B,) bool: False where the source had no previous sweep (a sequence's first frame,
                  real KITTI object frames). Then `missing_previous` decides what stands in:
                  "current" (a copy of the current sweep, so cross-attention always has keys) or
-                 "empty" (no points).
+                 "empty" (no points); or "skip": such frames are left out of the dataset.
+
+A reader gives previous sweeps through `previous(index, gap) -> Frame | None` (in the previous sweep's
+own sensor frame, with its pose) and, optionally, a cheap `has_previous(index, gap) -> bool` that
+"skip" uses to list the frames without reading them.
 
 Randomness: each sample draws one seed from torch's global RNG (which the engine seeds per rank,
 per epoch in workers, and restores on resume) and builds a numpy Generator from it; the current and
@@ -91,7 +97,7 @@ def pretrain_augmentation(flip_p: float, rotate_deg: float, scale: tuple[float, 
 
 class SequentialPrevious:
     """A reader whose frames are one ordered drive (a folder of sweeps with poses), given the
-    `previous(i)` temporal models need: frame i - 1 when its timestamp is earlier, else None."""
+    `previous(i, gap)` temporal models need: frame i - gap when its timestamp is earlier, else None."""
 
     def __init__(self, reader):
         self.reader = reader
@@ -102,10 +108,10 @@ class SequentialPrevious:
     def __getitem__(self, index: int) -> Frame:
         return self.reader[index]
 
-    def previous(self, index: int) -> Frame | None:
-        if index == 0:
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        if index < gap:
             return None
-        before, current = self.reader[index - 1], self.reader[index]
+        before, current = self.reader[index - gap], self.reader[index]
         return before if before.timestamp < current.timestamp else None
 
 
@@ -115,7 +121,8 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
 
     reader: any `pointmae.data.lidar_datasets` reader; channels: names of the C point columns
     (x, y, z first); point_range: [x0, y0, z0, x1, y1, z1] metres (the voxel grid's range);
-    num_previous: 0 or 1 (previous sweep, ego-motion aligned, see the module docstring);
+    num_previous: 0 or 1 (previous sweep, ego-motion aligned, see the module docstring); frame_gap: how
+    many sweeps back that previous sweep is; missing_previous: "current" | "empty" | "skip";
     augment: None for no augmentation, else a `Compose` of frame transforms; repeat: the dataset is
     the reader repeated this many times (tiny real samples still give full batches);
     channel_scales: {channel: factor}, e.g. {"intensity": 1 / 255} for nuScenes;
@@ -126,11 +133,14 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
 
     def __init__(self, reader, channels: Sequence[str], point_range: Sequence[float], num_previous: int = 0,
                  missing_previous: str = "current", augment: Optional[Compose] = None, repeat: int = 1,
-                 channel_scales: Optional[dict] = None, sensor_origin: Sequence[float] = (0.0, 0.0, 0.0)):
+                 channel_scales: Optional[dict] = None, sensor_origin: Sequence[float] = (0.0, 0.0, 0.0),
+                 frame_gap: int = 1):
         if num_previous not in (0, 1):
             raise ValueError(f"data.num_previous must be 0 or 1, got {num_previous!r}")
-        if missing_previous not in ("current", "empty"):
-            raise ValueError(f"data.missing_previous must be 'current' or 'empty', got {missing_previous!r}")
+        if missing_previous not in ("current", "empty", "skip"):
+            raise ValueError(f"data.missing_previous must be 'current', 'empty' or 'skip', got {missing_previous!r}")
+        if isinstance(frame_gap, bool) or not isinstance(frame_gap, int) or frame_gap < 1:
+            raise ValueError(f"data.frame_gap must be an int >= 1, got {frame_gap!r}")
         if repeat < 1:
             raise ValueError(f"data.repeat must be >= 1, got {repeat}")
         if len(point_range) != 6 or any(point_range[i] >= point_range[i + 3] for i in range(3)):
@@ -138,26 +148,36 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
         if num_previous and not hasattr(reader, "previous"):
             raise ValueError(f"data.num_previous=1 but the source {type(reader).__name__} has no previous()")
         self.reader, self.channels, self.point_range = reader, tuple(channels), tuple(float(v) for v in point_range)
-        self.num_previous, self.missing_previous = num_previous, missing_previous
+        self.num_previous, self.missing_previous, self.frame_gap = num_previous, missing_previous, frame_gap
         self.augment, self.repeat, self.channel_scales = augment, repeat, dict(channel_scales or {})
         if len(sensor_origin) != 3:
             raise ValueError(f"data.sensor_origin must be 3 numbers (x, y, z), got {sensor_origin!r}")
         self.sensor_origin = np.asarray(sensor_origin, np.float64)
         self.crop = CropRange(self.point_range)
         self.collate_fn = collate_lidar_pretrain     # the engine hands this to its DataLoader
+        # Reader indices this dataset uses, in order (all of them unless frames are skipped).
+        self.frame_indices = list(range(len(reader)))
+        if num_previous and missing_previous == "skip":
+            has_previous = getattr(reader, "has_previous", None)
+            self.frame_indices = [i for i in self.frame_indices
+                                  if (has_previous(i, frame_gap) if has_previous is not None
+                                      else reader.previous(i, frame_gap) is not None)]
+            if not self.frame_indices:
+                raise ValueError(f"data.missing_previous='skip': none of the {len(reader)} frames of "
+                                 f"{type(reader).__name__} has a sweep {frame_gap} (data.frame_gap) back")
 
     def __len__(self):
-        return len(self.reader) * self.repeat
+        return len(self.frame_indices) * self.repeat
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        i = index % len(self.reader)
+        i = self.frame_indices[index % len(self.frame_indices)]
         current = select_channels(self.reader[i], self.channels, self.channel_scales)
         origin = np.asarray(current.meta.get("sensor_origin", self.sensor_origin), np.float64)
         previous = None
         if self.num_previous:
-            previous = self.reader.previous(i)
+            previous = self.reader.previous(i, self.frame_gap)
             if previous is not None:
                 prev_sensor = previous.meta.get("sensor_origin", self.sensor_origin)
                 previous = align_to_frame(select_channels(previous, self.channels, self.channel_scales), current,

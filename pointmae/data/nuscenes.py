@@ -230,6 +230,23 @@ class NuScenesInfoDataset:
         file = _resolve(self.data_root, path, folder)
         return handle_nonfinite(read_bin_points(file, self.load_dim), file, self.nonfinite, meta)
 
+    def has_previous(self, index: int, gap: int = 1) -> bool:
+        return len(self.samples[index]["sweeps"]) >= gap
+
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        """The LiDAR sweep `gap` sweeps before keyframe `index` (entry gap - 1 of the info's sweep list,
+        newest first; 20 Hz sweeps between 2 Hz keyframes), in its own sensor frame with its own pose,
+        for temporal models; None when the info lists fewer sweeps."""
+        if not self.has_previous(index, gap):
+            return None
+        sweep = self.samples[index]["sweeps"][gap - 1]
+        meta = {"dropped_nonfinite": 0}
+        points = self._read(sweep["path"], "sweeps/LIDAR_TOP", meta)
+        points, boxes, pose = to_sensor_axes(points, np.zeros((0, 9)), sweep["ego2global"] @ sweep["lidar2ego"],
+                                             meta, self.axes)
+        return Frame(points=points, channels=CHANNELS[:self.load_dim], pose=pose, timestamp=sweep["timestamp"],
+                     frame_id=Path(sweep["path"]).name, boxes=boxes, meta=meta)
+
     def __getitem__(self, index: int) -> Frame:
         s = self.samples[index]
         meta = {"token": s["token"], "lidar2ego": s["lidar2ego"], "ego2global": s["ego2global"],

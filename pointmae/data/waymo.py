@@ -151,11 +151,12 @@ class WaymoConvertedDataset:
     def __getitem__(self, index: int) -> Frame:
         return read_converted_frame(self.files[index], self.drop_nlz, self.nonfinite)
 
-    def previous(self, index: int) -> Frame | None:
-        """The previous frame of the same segment (for temporal models), or None."""
-        if index == 0 or self.files[index - 1].parent != self.files[index].parent:
-            return None
-        return self[index - 1]
+    def has_previous(self, index: int, gap: int = 1) -> bool:
+        return index >= gap and self.files[index - gap].parent == self.files[index].parent
+
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        """The frame `gap` frames earlier in the same segment folder (for temporal models), or None."""
+        return self[index - gap] if self.has_previous(index, gap) else None
 
 
 # ------------------------------------------------------------------------ other extractions

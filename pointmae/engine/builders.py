@@ -65,7 +65,7 @@ def _lidar_pretrain(cfg, reader) -> Dataset:
     augment = (pretrain_augmentation(cfg.flip_p, cfg.rotate_deg, cfg.scale, cfg.translate_std)
                if cfg.augment else None)
     return LidarPretrainDataset(reader, cfg.channels, cfg.point_range, cfg.num_previous, cfg.missing_previous,
-                                augment, cfg.repeat, cfg.channel_scales, cfg.sensor_origin)
+                                augment, cfg.repeat, cfg.channel_scales, cfg.sensor_origin, cfg.frame_gap)
 
 
 def _lidar_synthetic(cfg) -> Dataset:
@@ -100,16 +100,9 @@ def _lidar_sweeps(cfg) -> Dataset:
     return _lidar_pretrain(cfg, SequentialPrevious(reader))
 
 
-def _temporal_pairs(cfg) -> Dataset:
-    from pointmae.data.synthetic.sensor import sensor_preset
-    from pointmae.data.temporal_pairs import build_temporal_pairs
-    if cfg.source in ("waymo", "av2"):
-        return build_temporal_pairs(cfg.source, cfg.frame_gap, root=cfg.root)
-    sensor = sensor_preset(cfg.sensor)
-    if cfg.azimuth_resolution_deg is not None:
-        sensor = sensor.with_(azimuth_resolution_deg=cfg.azimuth_resolution_deg)
-    return build_temporal_pairs("synthetic", cfg.frame_gap, num_frames=cfg.num_frames, seed=cfg.seed,
-                                sensor=sensor, frames_per_sequence=cfg.frames_per_sequence)
+def _lidar_av2(cfg) -> Dataset:
+    from pointmae.data.av2 import Av2SensorLog
+    return _lidar_pretrain(cfg, Av2SensorLog(cfg.root))
 
 
 DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
@@ -118,12 +111,12 @@ DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
     "lidar_nuscenes": _lidar_nuscenes,
     "lidar_waymo": _lidar_waymo,
     "lidar_sweeps": _lidar_sweeps,
+    "lidar_av2": _lidar_av2,
     "synthetic_shapes": _synthetic_shapes,
     "modelnet40": _modelnet40,
     "shapenet55": _shapenet55,
     "scanobjectnn": _scanobjectnn,
 }
-DATASET_FACTORIES["temporal_pairs"] = _temporal_pairs
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -1,5 +1,7 @@
-"""Parts shared by the LiDAR masked autoencoders (Voxel-MAE, R-MAE): the voxel grid, the voxel
-feature encoder, masking by config, empty ("fake") voxel sampling, and bird's-eye-view pictures.
+"""Parts shared by the LiDAR masked autoencoders (Voxel-MAE, R-MAE, T-MAE): the voxel grid, voxelization
+with optional capacity limits, masking by config, empty ("fake") voxel sampling, and bird's-eye-view
+pictures. The voxel feature encoder is `pointmae.models.voxel_features.MeanVFE`, the point targets
+`pointmae.models.targets.voxel_point_targets`.
 
 Voxel coordinates are int (batch, z, y, x) rows, as `pointmae.ops.voxelize` returns them and spconv
 and the SST backbone take them.
@@ -12,12 +14,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from pointmae import masking
-from pointmae.ops import voxelize
+from pointmae.models.targets import voxel_centres
+from pointmae.ops import voxelize_dynamic
+from pointmae.ops.voxelize import DynamicVoxels
 
-__all__ = ["VoxelGrid", "MeanVFE", "VoxelMasker", "sample_empty_voxels", "voxelize_batch", "bev_picture",
+__all__ = ["VoxelGrid", "VoxelMasker", "sample_empty_voxels", "voxelize_points", "bev_picture",
            "generator_from_global_rng"]
 
 
@@ -41,25 +44,44 @@ class VoxelGrid:
 
     def centres(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (N, 4) int (batch, z, y, x) -> (N, 3) float32 metric (x, y, z) voxel centres."""
-        xyz_index = coords[:, [3, 2, 1]].double()
-        lo = torch.tensor(self.point_range[:3], dtype=torch.float64, device=coords.device)
-        size = torch.tensor(self.voxel_size, dtype=torch.float64, device=coords.device)
-        return (lo + (xyz_index + 0.5) * size).float()
+        return voxel_centres(coords, self.voxel_size, self.point_range)
 
 
-def voxelize_batch(batch: dict, grid: VoxelGrid, max_points_per_voxel: int, max_voxels: int):
-    """Hard voxelization of a LiDAR batch's packed points (pointmae.ops.voxelize)."""
-    return voxelize(batch["points"], batch["offsets"], grid.voxel_size, grid.point_range,
-                    max_points_per_voxel, max_voxels)
+def rank_in_group(group: torch.Tensor) -> torch.Tensor:
+    """group (N,) int64 >= 0 -> (N,) int64: how many earlier rows (lower index) share each row's group."""
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(group)
+    rank[order] = torch.arange(group.numel(), device=group.device) - start[group[order]]
+    return rank
 
 
-class MeanVFE(nn.Module):
-    """Voxel feature = mean of its points' features (OpenPCDet's MeanVFE): parameter-free, so every
-    detector can take it; named `vfe` in every LiDAR model (the shared checkpoint contract)."""
-
-    def forward(self, voxels: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
-        """voxels (V, P, C) zero padded, num_points (V,) >= 1 -> (V, C)."""
-        return voxels.sum(dim=1) / num_points.clamp_min(1).to(voxels.dtype)[:, None]
+def voxelize_points(points: torch.Tensor, offsets: torch.Tensor, grid: VoxelGrid,
+                    max_points_per_voxel: Optional[int] = None, max_voxels: Optional[int] = None) -> DynamicVoxels:
+    """Dynamic voxelization (pointmae.ops.voxelize_dynamic) of packed points (N, C) with offsets (B+1,),
+    optionally with hard voxelization's capacity limits applied afterwards: a voxel keeps its first
+    `max_points_per_voxel` points (input order), a sample its first `max_voxels` voxels (order of first
+    appearance) -- the point sets and voxels that `pointmae.ops.voxelize` (VoxelNet / SECOND) keeps.
+    Points beyond a limit get point_to_voxel -1. One voxelization for every LiDAR MAE: the features
+    (MeanVFE) and the point targets are scatters over point_to_voxel."""
+    vox = voxelize_dynamic(points[:, :3].contiguous(), offsets, grid.voxel_size, grid.point_range)
+    p2v, coords, voxel_offsets = vox.point_to_voxel, vox.coords, vox.voxel_offsets
+    if max_voxels is not None:
+        sample = coords[:, 0].long()
+        kept = torch.arange(coords.shape[0], device=coords.device) - voxel_offsets[sample] < max_voxels
+        if not bool(kept.all()):
+            new_index = torch.cumsum(kept.long(), 0) - 1
+            p2v = torch.where(p2v >= 0, torch.where(kept[p2v.clamp(min=0)], new_index[p2v.clamp(min=0)], -1), -1)
+            coords = coords[kept]
+            counts = torch.bincount(coords[:, 0].long(), minlength=voxel_offsets.numel() - 1)
+            voxel_offsets = torch.cat([voxel_offsets.new_zeros(1), torch.cumsum(counts, 0)])
+    if max_points_per_voxel is not None:
+        valid = p2v >= 0
+        rank = torch.zeros_like(p2v)
+        rank[valid] = rank_in_group(p2v[valid])
+        p2v = torch.where(rank < max_points_per_voxel, p2v, -1)
+    return DynamicVoxels(p2v, coords, voxel_offsets, vox.stats)
 
 
 def generator_from_global_rng(device: torch.device) -> torch.Generator:
@@ -180,6 +202,16 @@ def bev_picture(panels: Sequence[tuple[str, np.ndarray, Optional[np.ndarray]]], 
         images.append(image)
         titles.append(title)
     return side_by_side(images, titles)
+
+
+def first_sample_points(batch: dict, point_to_voxel: torch.Tensor, keep: torch.Tensor):
+    """Sample 0's points (N_0, 3) and those of them in visible voxels, as numpy, for pictures.
+    point_to_voxel (N,) over the batch's points (-1: dropped); keep (V,) True = visible voxel."""
+    end = int(batch["offsets"][1])
+    points = batch["points"][:end, :3]
+    p2v = point_to_voxel[:end]
+    visible = (p2v >= 0) & keep[p2v.clamp(min=0)]
+    return points.float().cpu().numpy(), points[visible].float().cpu().numpy()
 
 
 def kept_fraction_text(keep: torch.Tensor) -> str:

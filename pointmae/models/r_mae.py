@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointmae.models.backbones.sparse_conv import sparse_backbone_factories
-from pointmae.models.lidar_voxels import (MeanVFE, VoxelGrid, VoxelMasker, bev_picture, generator_from_global_rng,
-                                          sample_empty_voxels, voxelize_batch)
+from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
+                                          generator_from_global_rng, sample_empty_voxels, voxelize_points)
+from pointmae.models.voxel_features import MeanVFE
 from pointmae.models.voxel_mae import sparse_conv_output_depth
 
 __all__ = ["RMAE"]
@@ -72,7 +73,7 @@ class RMAE(nn.Module):
             raise ValueError(f"{backbone} needs a grid of at least 24 z layers; got nz={nz} from voxel_size "
                              f"{voxel_size} over {point_range}")
 
-        self.vfe = MeanVFE()
+        self.vfe = MeanVFE(in_channels, self.grid.voxel_size, self.grid.point_range, centre_offset=False)
         self.backbone_3d = sparse_backbone_factories[backbone](in_channels, (nx, ny, nz))
 
         layers, c_in = [], self.backbone_3d.out_channels
@@ -131,9 +132,9 @@ class RMAE(nn.Module):
             origins = torch.zeros(batch_size, 3, device=points.device)
         generator = generator if generator is not None else generator_from_global_rng(torch.device("cpu"))
 
-        vox = voxelize_batch(batch, self.grid, self.max_points_per_voxel, self.max_voxels)
+        vox = voxelize_points(points, offsets, self.grid, self.max_points_per_voxel, self.max_voxels)
         coords = vox.coords
-        features = self.vfe(vox.voxels, vox.num_points)
+        features = self.vfe(points, vox.point_to_voxel, coords)
         keep = self.masker(coords, self.grid.centres(coords), origins, generator)
         encoded = self.forward_encoder(features[keep], coords[keep], batch_size)
         logits = self.forward_decoder(encoded)
@@ -144,7 +145,7 @@ class RMAE(nn.Module):
         empty = sample_empty_voxels(occupied, batch_size, self.occupancy_grid, n_empty, generator, clamp=True).long()
         out = self.forward_loss(logits, occupied, empty)
         out["mask_ratio_actual"] = (~keep).float().mean().detach() if keep.numel() else torch.tensor(0.0)
-        out["vis"] = {"coords": coords, "keep": keep, "voxels": vox.voxels, "num_points": vox.num_points,
+        out["vis"] = {"coords": coords, "keep": keep, "point_to_voxel": vox.point_to_voxel,
                       "logits0": logits[:1].detach()}
         return out
 
@@ -166,9 +167,7 @@ class RMAE(nn.Module):
         vis = outputs["vis"]
         coords, keep = vis["coords"], vis["keep"]
         first = coords[:, 0] == 0
-        points = batch["points"][batch["offsets"][0]:batch["offsets"][1], :3].float().cpu().numpy()
-        valid = torch.arange(vis["voxels"].shape[1], device=keep.device)[None] < vis["num_points"][:, None].long()
-        visible_pts = vis["voxels"][first & keep][valid[first & keep]][:, :3].float().cpu().numpy()
+        points, visible_pts = first_sample_points(batch, vis["point_to_voxel"], keep)
         cells = torch.nonzero(vis["logits0"][0] > 0)                              # (M, 3) (z, y, x)
         centres = self.cell_centres(cells).numpy()
         seen = self.occupancy_cells(coords[first & keep])[:, 1:].cpu()

@@ -1,4 +1,5 @@
-"""Reconstruction targets shared by the LiDAR masked autoencoders: the points of selected voxels.
+"""Reconstruction targets shared by the LiDAR masked autoencoders: the points of selected voxels
+(the one point-target helper of Voxel-MAE and T-MAE).
 
 Voxel-MAE (Hess et al., WACV-W 2023) and T-MAE (Wei et al., ECCV 2024) both reconstruct, for every
 masked voxel, the points that fell into it, compared with a fixed number of predicted points by the
@@ -18,10 +19,10 @@ __all__ = ["voxel_centres", "voxel_point_targets"]
 def voxel_centres(coords: torch.Tensor, voxel_size: Sequence[float], point_range: Sequence[float]) -> torch.Tensor:
     """Metric centres of voxels. coords: (V, 4) int (batch, z, y, x) as pointmae.ops.voxelize gives them;
     voxel_size [vx, vy, vz]; point_range [x0, y0, z0, x1, y1, z1]. Returns (V, 3) float32 (x, y, z)."""
-    size = torch.tensor([float(v) for v in voxel_size], dtype=torch.float32, device=coords.device)
-    lower = torch.tensor([float(v) for v in point_range[:3]], dtype=torch.float32, device=coords.device)
-    xyz_index = coords[:, [3, 2, 1]].float()  # (V, 3) (ix, iy, iz)
-    return lower + (xyz_index + 0.5) * size
+    size = torch.tensor([float(v) for v in voxel_size], dtype=torch.float64, device=coords.device)
+    lower = torch.tensor([float(v) for v in point_range[:3]], dtype=torch.float64, device=coords.device)
+    xyz_index = coords[:, [3, 2, 1]].double()  # (V, 3) (ix, iy, iz); float64 so large grids stay exact
+    return (lower + (xyz_index + 0.5) * size).float()
 
 
 def voxel_point_targets(points_xyz: torch.Tensor, point_to_voxel: torch.Tensor, voxel_rows: torch.Tensor,

@@ -34,15 +34,14 @@ import torch
 from torch import nn
 
 from pointmae.layers.cross_attention import CrossBlock
-from pointmae.masking import block_mask, mask_current_sweep, radial_mask, random_mask
 from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone, window_partition
-from pointmae.models.targets import voxel_centres, voxel_point_targets
+from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
+                                          generator_from_global_rng, voxelize_points)
+from pointmae.models.targets import voxel_point_targets
 from pointmae.models.voxel_features import MeanVFE
-from pointmae.ops import chamfer_loss_l2, voxelize_dynamic
+from pointmae.ops import chamfer_loss_l2
 
 __all__ = ["window_pairs", "WindowCrossAttention", "TemporalMAE"]
-
-MASKINGS = ("random", "radial", "block")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,30 +153,30 @@ class TemporalMAE(nn.Module):
     embed_dim / depth / num_heads / window_shape: the shared SST encoder; cross_depth: WCA layers
     (alternately unshifted / shifted windows); decoder_*: the sparse window decoder; points_per_voxel:
     K points predicted per masked voxel; mask_ratio: fraction of the current sweep's non-empty voxels
-    masked; masking: "random" (the paper's), "radial" (R-MAE sectors around the sensor, sector_deg) or
-    "block" (BEV blocks of block_size cells) -- all through pointmae.masking.mask_current_sweep.
+    masked; mask_type: "random" (the paper's), "radial" (R-MAE sectors of sector_deg around the sensor;
+    range_edges + range_keep_ratios for the range-aware variant) or "block" (BEV blocks of block_size
+    cells) -- the same VoxelMasker as Voxel-MAE and R-MAE, applied to the current sweep only (temporal
+    masking: the previous sweep is never masked), so radial + temporal is `mask_type: radial`.
     """
 
     def __init__(self, point_range: Sequence[float], voxel_size: Sequence[float], num_point_features: int = 4,
                  embed_dim: int = 128, depth: int = 6, num_heads: int = 8, window_shape: Sequence[int] = (12, 12),
                  cross_depth: int = 1, decoder_dim: int = 128, decoder_depth: int = 2, decoder_num_heads: int = 8,
                  points_per_voxel: int = 16, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
-                 mask_ratio: float = 0.75, masking: str = "random", sector_deg: float = 1.0, block_size: int = 4):
+                 mask_ratio: float = 0.75, mask_type: str = "random", sector_deg: float = 1.0,
+                 block_size: Sequence[int] = (4, 4), range_edges: Optional[Sequence[float]] = None,
+                 range_keep_ratios: Optional[Sequence[float]] = None):
         super().__init__()
-        if len(point_range) != 6 or any(point_range[i] >= point_range[i + 3] for i in range(3)):
-            raise ValueError(f"point_range must be [x0, y0, z0, x1, y1, z1] with x0 < x1 etc., got {point_range!r}")
-        if len(voxel_size) != 3 or any(v <= 0 for v in voxel_size):
-            raise ValueError(f"voxel_size must be 3 positive numbers [vx, vy, vz], got {voxel_size!r}")
+        self.grid = VoxelGrid(tuple(float(v) for v in point_range), tuple(float(v) for v in voxel_size))
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        if masking not in MASKINGS:
-            raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
         if cross_depth < 1 or points_per_voxel < 1:
             raise ValueError(f"cross_depth and points_per_voxel must be >= 1, got {cross_depth}, {points_per_voxel}")
-        self.point_range = [float(v) for v in point_range]
-        self.voxel_size = [float(v) for v in voxel_size]
-        self.mask_ratio, self.masking = float(mask_ratio), masking
-        self.sector_deg, self.block_size = float(sector_deg), int(block_size)
+        self.point_range, self.voxel_size = list(self.grid.point_range), list(self.grid.voxel_size)
+        self.mask_ratio = float(mask_ratio)
+        self.masker = VoxelMasker(mask_type, 1.0 - mask_ratio, tuple(block_size), sector_deg,
+                                  list(range_edges) if range_edges else None,
+                                  list(range_keep_ratios) if range_keep_ratios else None)
         self.points_per_voxel = int(points_per_voxel)
         window_shape = (int(window_shape[0]), int(window_shape[1]))
 
@@ -225,29 +224,13 @@ class TemporalMAE(nn.Module):
         """points (N, C) packed, offsets (B+1,) -> (features (V, C_vfe), coords (V, 4) int32, point_to_voxel (N,))."""
         if points.dim() != 2 or points.shape[1] < self.vfe.num_point_features:
             raise ValueError(f"points must have shape (N, >= {self.vfe.num_point_features}), got {tuple(points.shape)}")
-        vox = voxelize_dynamic(points[:, :3].contiguous(), offsets, self.voxel_size, self.point_range)
+        vox = voxelize_points(points, offsets, self.grid)
         return self.vfe(points, vox.point_to_voxel, vox.coords), vox.coords, vox.point_to_voxel
 
-    def make_mask(self, coords: torch.Tensor, prev_coords: torch.Tensor, origins: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
-        """Temporal masking: previous sweep all visible, current sweep masked by the configured masker.
-        coords (V, 4), prev_coords (V', 4); origins (B, 3). Returns keep (V,) bool for the current sweep."""
-        all_coords = torch.cat([prev_coords, coords]).long()   # (V' + V, 4)
-        is_current = torch.cat([torch.zeros(len(prev_coords), dtype=torch.bool, device=coords.device),
-                                torch.ones(len(coords), dtype=torch.bool, device=coords.device)])
-        keep_ratio = 1.0 - self.mask_ratio
-        batch_idx = all_coords[:, 0]
-        if self.masking == "random":
-            keep = mask_current_sweep(is_current, batch_idx, random_mask, keep_ratio=keep_ratio, generator=generator)
-        elif self.masking == "radial":
-            centres = voxel_centres(all_coords, self.voxel_size, self.point_range)
-            keep = mask_current_sweep(is_current, batch_idx, radial_mask, xyz_centres=centres,
-                                      sensor_origin=origins.float(), sector_deg=self.sector_deg,
-                                      keep_ratio=keep_ratio, generator=generator)
-        else:
-            keep = mask_current_sweep(is_current, batch_idx, block_mask, coords=all_coords[:, 2:4],
-                                      block_size=self.block_size, keep_ratio=keep_ratio, generator=generator)
-        return keep[len(prev_coords):]
+    def make_mask(self, coords: torch.Tensor, origins: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Temporal masking: the previous sweep is never masked, the current sweep's voxels coords (V, 4)
+        by the configured masker (origins (B, 3) sensor positions). Returns keep (V,) bool."""
+        return self.masker(coords, self.grid.centres(coords), origins, generator)
 
     # ---------------------------------------------------------------------------------------------
     # encoder / decoder / loss
@@ -281,7 +264,7 @@ class TemporalMAE(nn.Module):
         -> pred (M, K, 3) points of the masked voxels, relative to their voxel centre in voxel units."""
         x = self.decoder_embed(fused)                                          # (V, D_dec)
         coords = torch.cat([coords_vis, coords_masked])
-        centres = voxel_centres(coords, self.voxel_size, self.point_range)[:, :2]
+        centres = self.grid.centres(coords)[:, :2]
         lower = centres.new_tensor(self.point_range[:2])
         extent = centres.new_tensor([self.point_range[3] - self.point_range[0], self.point_range[4] - self.point_range[1]])
         x = x + self.decoder_pos_embed((centres - lower) / extent * 2 - 1)
@@ -310,16 +293,17 @@ class TemporalMAE(nn.Module):
         if origins is None:
             origins = points.new_zeros(batch_size, 3)
         if generator is None:  # draw the masking seed from the global RNG, so seed_everything fixes it
-            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+            generator = generator_from_global_rng(torch.device("cpu"))
 
+        prev_points, prev_offsets = without_stand_ins(batch)
         feats, coords, point_to_voxel = self.voxelize(points, offsets)                    # (V, C_vfe), (V, 4)
-        prev_feats, prev_coords, _ = self.voxelize(batch["prev_points"], batch["prev_offsets"])  # (V', ...)
-        keep = self.make_mask(coords, prev_coords, origins, generator)                     # (V,) True = visible
+        prev_feats, prev_coords, _ = self.voxelize(prev_points, prev_offsets)             # (V', ...)
+        keep = self.make_mask(coords, origins, generator)                                  # (V,) True = visible
         visible, masked = torch.nonzero(keep).squeeze(1), torch.nonzero(~keep).squeeze(1)
         if masked.numel() == 0:
             raise ValueError("TemporalMAE: no voxel of the current sweep was masked (is every sample a single voxel?)")
-        centres = voxel_centres(coords, self.voxel_size, self.point_range)
-        targets, target_offsets = voxel_point_targets(points[:, :3], point_to_voxel, masked, centres, self.voxel_size)
+        targets, target_offsets = voxel_point_targets(points[:, :3], point_to_voxel, masked, self.grid.centres(coords),
+                                                      self.voxel_size)
 
         latent, prev_latent = self.forward_encoder(feats[visible], coords[visible], prev_feats, prev_coords, batch_size)
         fused = self.forward_cross_attention(latent, coords[visible], coords[masked], prev_latent, prev_coords)
@@ -335,32 +319,33 @@ class TemporalMAE(nn.Module):
     @torch.no_grad()
     def visualize(self, batch, outputs) -> Dict[str, np.ndarray]:
         """Bird's-eye views of the first sample: previous sweep (aligned), current sweep, its visible
-        voxels' points, and visible points + predicted points of the masked voxels (red)."""
-        from pointmae.viz.bev import render_bev
-        from pointmae.viz.points3d import side_by_side
-        x0, y0, _, x1, y1, _ = self.point_range
-        view = dict(x_range=(x0, x1), y_range=(y0, y1), resolution=max(x1 - x0, y1 - y0) / 320)
-
-        def sample(points, offsets):
-            return points[int(offsets[0]):int(offsets[1]), :3].float().cpu().numpy()
-
-        current = sample(batch["points"], batch["offsets"])
-        previous = sample(batch["prev_points"], batch["prev_offsets"])
-        coords, keep = outputs["coords"], outputs["keep"]
-        point_to_voxel = outputs["point_to_voxel"][int(batch["offsets"][0]):int(batch["offsets"][1])]
-        visible_points = current[(point_to_voxel >= 0).cpu().numpy() & keep[point_to_voxel.clamp(min=0)].cpu().numpy()]
-        masked = outputs["masked"]
+        voxels' points, and visible points (blue) + predicted points of the masked voxels (red)."""
+        current, visible_points = first_sample_points(batch, outputs["point_to_voxel"], outputs["keep"])
+        previous = batch["prev_points"][:int(batch["prev_offsets"][1]), :3].float().cpu().numpy()
+        coords, masked = outputs["coords"], outputs["masked"]
         first = (coords[masked, 0] == 0).cpu()
-        centres = voxel_centres(coords[masked][first], self.voxel_size, self.point_range)
+        centres = self.grid.centres(coords[masked][first])
         size = centres.new_tensor(self.voxel_size)
-        predicted = (outputs["pred"][first.to(outputs["pred"].device)].float() * size + centres[:, None]).reshape(-1, 3)
-        reconstruction = np.asarray(render_bev(visible_points, **view))
-        rows = ((x1 - predicted[:, 0].cpu().numpy()) / view["resolution"]).astype(np.int64)
-        cols = ((y1 - predicted[:, 1].cpu().numpy()) / view["resolution"]).astype(np.int64)
-        inside = (rows >= 0) & (rows < reconstruction.shape[0]) & (cols >= 0) & (cols < reconstruction.shape[1])
-        reconstruction = reconstruction.copy()
-        reconstruction[rows[inside], cols[inside]] = (255, 40, 40)
-        images = [np.asarray(render_bev(p, **view)) for p in (previous, current, visible_points)] + [reconstruction]
-        return {"t_mae_bev": side_by_side(images, ["previous (aligned)", "current",
-                                                   f"visible ({1 - self.mask_ratio:.0%} of voxels)",
-                                                   "visible + predicted (red)"])}
+        predicted = (outputs["pred"][first.to(outputs["pred"].device)].float() * size + centres[:, None])
+        predicted = predicted.reshape(-1, 3).cpu().numpy()
+        blue, red = np.array([70, 140, 255], np.uint8), np.array([255, 70, 50], np.uint8)
+        colours = np.concatenate([np.tile(blue, (len(visible_points), 1)), np.tile(red, (len(predicted), 1))])
+        return {"t_mae_bev": bev_picture([("previous (aligned)", previous, None), ("current", current, None),
+                                          (f"visible ({1 - self.mask_ratio:.0%} of voxels)", visible_points, None),
+                                          ("visible + predicted (red)", np.concatenate([visible_points, predicted]),
+                                           colours)], self.point_range)}
+
+
+def without_stand_ins(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's previous sweeps (prev_points, prev_offsets), emptied for samples whose batch["has_prev"]
+    is False: the data pipeline's stand-in there may be a copy of the current sweep (missing_previous:
+    current), which would show the model the very points it must reconstruct."""
+    prev_points, prev_offsets = batch["prev_points"], batch["prev_offsets"]
+    has_prev = batch.get("has_prev")
+    if has_prev is None or bool(has_prev.all()):
+        return prev_points, prev_offsets
+    counts = prev_offsets.diff()
+    sample = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    keep = has_prev.to(prev_points.device)[sample]
+    counts = counts * has_prev.to(counts.device)
+    return prev_points[keep], torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])

@@ -5,8 +5,9 @@ Learning on Automotive Point Clouds", arXiv 2207.00531 (2022); published as "Mas
 Self-Supervised Pre-Training on Lidar Point Clouds", WACV Workshops 2023.
 
 The algorithm (read top to bottom like MAE's models_mae.py):
-1. voxelise the sweep (hard voxelization, up to `max_points_per_voxel` points kept per voxel: the
-   reconstruction target) and encode each voxel by the mean of its points (`vfe`);
+1. voxelise the sweep (`voxelize_points`: hard voxelization's limits, up to `max_points_per_voxel`
+   points kept per voxel: the reconstruction target) and encode each voxel by the mean of its points
+   (`vfe`, the shared MeanVFE without the centre offset);
 2. mask 70% of the non-empty voxels (random by default; any `pointmae.masking` function by config);
 3. `forward_encoder`: the backbone (`backbone_3d`) sees the VISIBLE voxels only -- an SST sparse
    window transformer over pillars as in the paper, or a SECOND-style sparse conv 8x encoder;
@@ -33,8 +34,10 @@ from torch import nn
 
 from pointmae.models.backbones.sparse_conv import sparse_backbone_factories
 from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone
-from pointmae.models.lidar_voxels import (MeanVFE, VoxelGrid, VoxelMasker, bev_picture, generator_from_global_rng,
-                                          sample_empty_voxels, voxelize_batch)
+from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
+                                          generator_from_global_rng, sample_empty_voxels, voxelize_points)
+from pointmae.models.targets import voxel_point_targets
+from pointmae.models.voxel_features import MeanVFE
 from pointmae.ops import chamfer_loss_l2
 
 __all__ = ["VoxelMAE", "sparse_conv_output_depth"]
@@ -90,7 +93,7 @@ class VoxelMAE(nn.Module):
         self.backbone_name = backbone
 
         # --- encoder: voxel feature encoder + 3D backbone on visible voxels --------------------------
-        self.vfe = MeanVFE()
+        self.vfe = MeanVFE(in_channels, self.grid.voxel_size, self.grid.point_range, centre_offset=False)
         nx, ny, nz = self.grid.grid_size
         if backbone == "sst":
             self.backbone_3d = SSTBackbone(in_channels, embed_dim, depth, num_heads, window_shape,
@@ -168,16 +171,6 @@ class VoxelMAE(nn.Module):
             x = block(x, coords)
         return self.decoder_norm(x)
 
-    def voxel_targets(self, voxels: torch.Tensor, num_points: torch.Tensor, coords: torch.Tensor):
-        """Points of each voxel normalised to it: packed (sum num_points, 3) and offsets (V + 1,)."""
-        centres = self.grid.centres(coords)                                        # (V, 3)
-        size = torch.tensor(self.grid.voxel_size, device=voxels.device)
-        valid = torch.arange(voxels.shape[1], device=voxels.device)[None, :] < num_points[:, None].long()
-        normalised = (voxels[..., :3] - centres[:, None, :]) / size                # (V, P, 3)
-        offsets = torch.zeros(num_points.numel() + 1, dtype=torch.int64, device=voxels.device)
-        offsets[1:] = torch.cumsum(num_points.long(), 0)
-        return normalised[valid].float(), offsets
-
     def forward_loss(self, decoded_masked: torch.Tensor, decoded_fake: torch.Tensor, target_points: torch.Tensor,
                      target_offsets: torch.Tensor, target_counts: torch.Tensor) -> Dict[str, torch.Tensor]:
         """decoded_masked (M, D) for masked non-empty voxels with their targets; decoded_fake (F, D)."""
@@ -211,10 +204,11 @@ class VoxelMAE(nn.Module):
             origins = torch.zeros(batch_size, 3, device=points.device)
         generator = generator if generator is not None else generator_from_global_rng(torch.device("cpu"))
 
-        vox = voxelize_batch(batch, self.grid, self.max_points_per_voxel, self.max_voxels)
-        coords = vox.coords                                                     # (V, 4) int32
-        features = self.vfe(vox.voxels, vox.num_points)                         # (V, C)
-        keep = self.masker(coords, self.grid.centres(coords), origins, generator)   # (V,) True = visible
+        vox = voxelize_points(points, offsets, self.grid, self.max_points_per_voxel, self.max_voxels)
+        coords, point_to_voxel = vox.coords, vox.point_to_voxel                 # (V, 4) int32, (N,)
+        features = self.vfe(points, point_to_voxel, coords)                     # (V, C)
+        centres = self.grid.centres(coords)                                     # (V, 3)
+        keep = self.masker(coords, centres, origins, generator)                 # (V,) True = visible
         counts = torch.bincount(coords[:, 0].long(), minlength=batch_size)
         fake = sample_empty_voxels(coords, batch_size, self.grid.grid_size,
                                    torch.floor(counts.double() * self.fake_voxel_ratio + 0.5).long(), generator,
@@ -228,12 +222,13 @@ class VoxelMAE(nn.Module):
         decoded = self.forward_decoder(tokens, all_coords)
         n_vis, n_masked = visible_coords.shape[0], masked_coords.shape[0]
 
-        masked = ~keep
-        target_points, target_offsets = self.voxel_targets(vox.voxels[masked], vox.num_points[masked], masked_coords)
+        # Targets: the (at most max_points_per_voxel) points of each masked voxel, normalised to it.
+        target_points, target_offsets = voxel_point_targets(points[:, :3], point_to_voxel,
+                                                            torch.nonzero(~keep).squeeze(1), centres,
+                                                            self.grid.voxel_size)
         out = self.forward_loss(decoded[n_vis:n_vis + n_masked], decoded[n_vis + n_masked:], target_points,
-                                target_offsets, vox.num_points[masked])
-        out["vis"] = {"coords": coords, "keep": keep, "voxels": vox.voxels, "num_points": vox.num_points,
-                      "fake": fake}
+                                target_offsets, target_offsets.diff())
+        out["vis"] = {"coords": coords, "keep": keep, "point_to_voxel": point_to_voxel, "fake": fake}
         out["mask_ratio_actual"] = (~keep).float().mean().detach() if keep.numel() else torch.tensor(0.0)
         return out
 
@@ -245,9 +240,7 @@ class VoxelMAE(nn.Module):
         vis = outputs["vis"]
         coords, keep = vis["coords"], vis["keep"]
         first = coords[:, 0] == 0
-        points = batch["points"][batch["offsets"][0]:batch["offsets"][1], :3].float().cpu().numpy()
-        valid = torch.arange(vis["voxels"].shape[1], device=keep.device)[None] < vis["num_points"][:, None].long()
-        visible_pts = vis["voxels"][first & keep][valid[first & keep]][:, :3].float().cpu().numpy()
+        points, visible_pts = first_sample_points(batch, vis["point_to_voxel"], keep)
         masked_all = ~keep
         k = self.num_pred_points
         pred = outputs["pred_points"].reshape(-1, k, 3)

@@ -1,5 +1,6 @@
 """The real Argoverse 2 sweep pair in ../shared/data: read with its ego poses, aligned into the current
-sweep's frame (nearest-neighbour distances shrink as SOURCES.md measured), and pre-trained on by T-MAE."""
+sweep's frame by the LiDAR pre-training pipeline (`lidar_av2`, num_previous=1; nearest-neighbour
+distances shrink as SOURCES.md measured), and pre-trained on by T-MAE."""
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from scipy.spatial import cKDTree  # noqa: E402
 from pointmae.config import load_config  # noqa: E402
 from pointmae.data.av2 import Av2SensorLog  # noqa: E402
 from pointmae.data.errors import DataError  # noqa: E402
-from pointmae.data.temporal_pairs import build_temporal_pairs, collate_temporal_pairs  # noqa: E402
+from pointmae.data.lidar_pretrain import collate_lidar_pretrain  # noqa: E402
+from pointmae.engine.builders import build_dataset  # noqa: E402
 from pointmae.engine.run import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,10 +41,12 @@ def test_reads_the_two_sweeps_with_poses_and_the_lidar_position(log_dir):
 
 
 def test_ego_motion_alignment_brings_the_sweeps_together(log_dir):
-    pairs = build_temporal_pairs("av2", 1, root=str(log_dir))
-    assert len(pairs) == 1
+    cfg = load_config(REPO / "configs" / "t_mae" / "av2.yaml", overrides=[
+        f"data.root={log_dir}", "data.point_range=[-500,-500,-50,500,500,50]"])   # crop nothing
+    pairs = build_dataset(cfg.data)
+    assert len(pairs) == 1 and pairs.frame_indices == [1]          # missing_previous: skip
     pair = pairs[0]
-    current = pair["current"].points[:, :3]
+    current = pair["frame"].points[:, :3]
     raw_previous = pairs.reader[0].points[:, :3]
     rows = np.random.default_rng(0).choice(len(current), 20000, replace=False)
     far = np.linalg.norm(current[rows, :2], axis=1) > 20
@@ -51,8 +55,13 @@ def test_ego_motion_alignment_brings_the_sweeps_together(log_dir):
     # SOURCES.md: median 0.0735 m -> 0.0400 m overall, 0.156 m -> 0.073 m beyond 20 m.
     assert np.median(aligned) < 0.6 * np.median(raw)
     assert np.median(aligned[far]) < 0.55 * np.median(raw[far])
-    batch = collate_temporal_pairs([pair])
+    batch = collate_lidar_pretrain([pair])
     assert batch["origins"].shape == (1, 3) and int(batch["prev_offsets"][-1]) == 99229
+    np.testing.assert_allclose(batch["origins"][0].numpy(), [1.35, 0.0, 1.64], atol=0.01)   # the roof LiDAR
+    # The previous sensor position, moved into the current frame by the ego motion (about 6 cm back in
+    # these 0.1 s: the vehicle creeps forward).
+    moved = batch["prev_origins"][0].numpy() - batch["origins"][0].numpy()
+    assert 0.02 < float(np.linalg.norm(moved)) < 1.0 and moved[0] < 0
 
 
 def test_missing_log_is_named(tmp_path):

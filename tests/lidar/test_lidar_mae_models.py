@@ -12,7 +12,10 @@ from pointmae.engine.checkpoint import load_checkpoint
 from pointmae.masking import radial_sector_index
 from pointmae.models.backbones.sparse_conv import VoxelBackBone8x
 from pointmae.models.backbones.sst import SSTBackbone
-from pointmae.models.lidar_voxels import VoxelGrid, sample_empty_voxels
+from pointmae.models.lidar_voxels import VoxelGrid, sample_empty_voxels, voxelize_points
+from pointmae.models.targets import voxel_point_targets
+from pointmae.models.voxel_features import MeanVFE
+from pointmae.ops import voxelize
 from pointmae.models.r_mae import RMAE
 from pointmae.models.voxel_mae import VoxelMAE, sparse_conv_output_depth
 
@@ -123,17 +126,36 @@ def test_voxel_mae_losses_vanish_on_a_perfect_prediction():
 
 
 def test_voxel_targets_are_normalised_to_their_voxel():
+    # Voxel-MAE's targets: the shared voxelization (with hard voxelization's limits) + voxel_point_targets.
     model = _tiny_voxel_mae()
     batch = _batch(n=500)
-    from pointmae.models.lidar_voxels import voxelize_batch
-    vox = voxelize_batch(batch, model.grid, 16, 1000)
-    pts, offsets = model.voxel_targets(vox.voxels, vox.num_points, vox.coords)
-    assert pts.shape[0] == int(vox.num_points.sum()) and offsets[-1] == pts.shape[0]
+    vox = voxelize(batch["points"], batch["offsets"], model.grid.voxel_size, model.grid.point_range, 3, 1000)
+    capped = voxelize_points(batch["points"], batch["offsets"], model.grid, 3, 1000)
+    assert torch.equal(capped.coords, vox.coords)
+    rows = torch.arange(len(vox.coords))
+    pts, offsets = voxel_point_targets(batch["points"][:, :3], capped.point_to_voxel, rows,
+                                       model.grid.centres(vox.coords), model.grid.voxel_size)
+    assert torch.equal(offsets.diff(), vox.num_points.long()) and offsets[-1] == pts.shape[0]
     assert pts.abs().max() <= 0.5 + 1e-5
-    # Undo the normalisation for voxel 0: its stored points.
-    centre = model.grid.centres(vox.coords[:1])[0]
-    back = pts[: offsets[1]] * torch.tensor(model.grid.voxel_size) + centre
-    torch.testing.assert_close(back, vox.voxels[0, : vox.num_points[0], :3], atol=1e-5, rtol=0)
+    # Undo the normalisation: each voxel's points are exactly the ones hard voxelization keeps.
+    back = pts * torch.tensor(model.grid.voxel_size) + model.grid.centres(vox.coords).repeat_interleave(
+        offsets.diff(), 0)
+    valid = torch.arange(3)[None] < vox.num_points[:, None]
+    torch.testing.assert_close(back, vox.voxels[valid][:, :3], atol=1e-5, rtol=0)
+
+
+def test_voxelize_points_limits_voxels_per_sample_like_hard_voxelization():
+    grid = VoxelGrid((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), (0.5, 0.5, 2.0))
+    batch = _batch(n=800)
+    hard = voxelize(batch["points"], batch["offsets"], grid.voxel_size, grid.point_range, 100, 7)
+    capped = voxelize_points(batch["points"], batch["offsets"], grid, 100, 7)
+    assert torch.equal(capped.coords, hard.coords) and len(hard.coords) == 14      # 7 per sample
+    kept = capped.point_to_voxel >= 0
+    assert torch.equal(torch.bincount(capped.point_to_voxel[kept], minlength=14), hard.num_points.long())
+    features = MeanVFE(4, grid.voxel_size, grid.point_range, centre_offset=False)(
+        batch["points"], capped.point_to_voxel, capped.coords)
+    valid = (torch.arange(hard.voxels.shape[1])[None] < hard.num_points[:, None]).float()[..., None]
+    torch.testing.assert_close(features, (hard.voxels * valid).sum(1) / hard.num_points[:, None].float())
 
 
 @pytest.mark.parametrize("backbone", ["sst", "VoxelBackBone8x"])

@@ -39,8 +39,8 @@ class StaticWorldReader:
         return Frame(points=points, channels=("x", "y", "z", "intensity", "ring"), pose=self.poses[k],
                      timestamp=float(k), frame_id=f"{k:06d}", sequence_id="s")
 
-    def previous(self, k):
-        return self[k - 1] if k > 0 else None
+    def previous(self, k, gap=1):
+        return self[k - gap] if k >= gap else None
 
 
 POSES = [_pose(0.0, 0.0, 0.0), _pose(0.3, 1.5, -0.7, 0.1), _pose(0.5, 2.5, -0.2, 0.1)]
@@ -104,6 +104,23 @@ def test_empty_missing_previous_and_errors():
         LidarPretrainDataset(reader, ("x", "y", "z"), RANGE, num_previous=2)
     with pytest.raises(ValueError, match="point_range"):
         LidarPretrainDataset(reader, ("x", "y", "z"), (0, 0, 0, -1, 1, 1))
+    with pytest.raises(ValueError, match="frame_gap"):
+        LidarPretrainDataset(reader, ("x", "y", "z"), RANGE, num_previous=1, frame_gap=0)
+    with pytest.raises(ValueError, match="none of the 3 frames"):
+        LidarPretrainDataset(reader, ("x", "y", "z"), RANGE, num_previous=1, missing_previous="skip", frame_gap=3)
+
+
+def test_frame_gap_and_skip_pair_each_frame_with_the_sweep_gap_frames_back():
+    reader = StaticWorldReader(POSES)
+    ds = LidarPretrainDataset(reader, ("x", "y", "z", "intensity"), RANGE, num_previous=1, frame_gap=2,
+                              missing_previous="skip")
+    assert len(ds) == 1 and ds.frame_indices == [2]      # frames 0 and 1 have no sweep 2 back
+    sample = ds[0]
+    assert sample["frame"].frame_id == "000002" and sample["has_prev"]
+    # Frame 0 aligned into frame 2's sensor frame lands on frame 2's points (a static world).
+    np.testing.assert_allclose(sample["previous"].points[:, :3], sample["frame"].points[:, :3], atol=1e-4)
+    expected = np.linalg.inv(POSES[2]) @ np.r_[POSES[0][:3, 3], 1.0]
+    np.testing.assert_allclose(sample["prev_origin"], expected[:3], atol=1e-5)
 
 
 def test_synthetic_config_to_batches_is_deterministic():
@@ -168,3 +185,36 @@ def test_sensor_origin_off_the_frame_origin():
     torch.testing.assert_close(batch["prev_origins"][0], torch.tensor(expected, dtype=torch.float32))
     with pytest.raises(ValueError, match="sensor_origin"):
         LidarPretrainDataset(reader, ("x", "y", "z"), RANGE, sensor_origin=(0, 0))
+
+
+def test_nuscenes_previous_sweep_from_the_info_is_aligned(shared_data, tmp_path):
+    """lidar_nuscenes with num_previous=1 (configs/t_mae/nuscenes.yaml): the previous sweep is the info's
+    newest sweep entry, moved into the keyframe's sensor frame with both poses."""
+    import pickle
+    info = shared_data / "nuscenes/n015-2018-07-24-11-22-45+0800.pkl"
+    if not info.is_file():
+        pytest.skip(f"no nuScenes info at {info}")
+    raw = pickle.loads(info.read_bytes())
+    sample = raw["data_list"][0]
+    ego2global = np.array(sample["ego2global"])
+    moved = ego2global.copy()
+    moved[:3, 3] -= ego2global[:3, :3] @ [3.0, 0.0, 0.0]          # the sweep was taken 3 m further back
+    sample["lidar_sweeps"] = [{"lidar_points": {"lidar_path": sample["lidar_points"]["lidar_path"],
+                                                "lidar2ego": sample["lidar_points"]["lidar2ego"]},
+                               "ego2global": moved.tolist(), "timestamp": sample["timestamp"] - 0.05}]
+    path = tmp_path / "with_sweep.pkl"
+    path.write_bytes(pickle.dumps(raw))
+    cfg = config_from_dict({"model": {"name": "point_mae"}, "data": {
+        "name": "lidar_nuscenes", "info_path": str(path), "data_root": str(shared_data / "nuscenes"),
+        "point_range": [-200, -200, -20, 200, 200, 20], "num_previous": 1, "augment": False}})
+    ds = build_dataset(cfg.data)
+    assert ds.reader.has_previous(0, 1) and not ds.reader.has_previous(0, 2)
+    s = ds[0]
+    assert s["has_prev"] and len(s["previous"].points) == len(s["frame"].points) == 34688
+    shift = s["previous"].points[:, :3].astype(np.float64) - s["frame"].points[:, :3]
+    np.testing.assert_allclose(np.median(shift, axis=0), [-3.0, 0.0, 0.0], atol=0.1)   # ego pitch: z ~ -0.07
+    # The shipped info has no sweeps: T-MAE's nuScenes config then trains with an empty previous sweep.
+    cfg.data.info_path = str(info)
+    cfg.data.missing_previous = "empty"
+    s = build_dataset(cfg.data)[0]
+    assert not s["has_prev"] and len(s["previous"].points) == 0

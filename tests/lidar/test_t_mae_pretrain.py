@@ -14,10 +14,10 @@ from pointmae.models.temporal_mae import TemporalMAE
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["synthetic", "waymo", "nuscenes"])
+@pytest.mark.parametrize("name", ["synthetic", "waymo", "nuscenes", "av2"])
 def test_config_builds_the_t_mae_model(name):
     cfg = load_config(REPO / "configs" / "t_mae" / f"{name}.yaml")
-    assert cfg.model.mask_ratio == 0.75 and cfg.model.masking == "random"  # the paper's masking
+    assert cfg.model.mask_ratio == 0.75 and cfg.model.mask_type == "random"  # the paper's masking
     model = build_model(cfg.model)
     assert isinstance(model, TemporalMAE)
     assert model.voxel_size == list(cfg.model.voxel_size)

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from pointmae.data.boxes import invert_pose, rotation_z
+from pointmae.data.frame import Frame
+from pointmae.data.lidar_datasets import SyntheticFrames
+from pointmae.data.lidar_pretrain import LidarPretrainDataset, align_to_frame, collate_lidar_pretrain
 from pointmae.data.synthetic.sensor import sensor_preset
-from pointmae.data.temporal_pairs import align_to_current, build_temporal_pairs, collate_temporal_pairs
 from pointmae.masking import kept_count
 from pointmae.models.backbones.sst import window_partition
 from pointmae.models.targets import voxel_centres, voxel_point_targets
@@ -115,23 +117,26 @@ def tiny_model(**kwargs):
 @pytest.fixture(scope="module")
 def pairs():
     sensor = sensor_preset("nuscenes32").with_(azimuth_resolution_deg=2.0)
-    return build_temporal_pairs("synthetic", 1, num_frames=8, seed=0, sensor=sensor, frames_per_sequence=4)
+    frames = SyntheticFrames(num_frames=8, seed=0, sensor=sensor, frames_per_sequence=4)
+    return LidarPretrainDataset(frames, ("x", "y", "z", "intensity"), (-40.0, -40.0, -5.0, 40.0, 40.0, 5.0),
+                                num_previous=1, missing_previous="skip")
 
 
 @pytest.fixture(scope="module")
 def batch(pairs):
-    return collate_temporal_pairs([pairs[0], pairs[4]])
+    return collate_lidar_pretrain([pairs[0], pairs[4]])
 
 
 def test_pairs_skip_sequence_starts_and_follow_the_contract(pairs, batch):
     assert len(pairs) == 6  # 2 sequences of 4 frames, the first of each has no previous frame
-    assert pairs.currents == [1, 2, 3, 5, 6, 7]
+    assert pairs.frame_indices == [1, 2, 3, 5, 6, 7]
+    assert bool(batch["has_prev"].all())
     assert batch["prev_offsets"].dtype == torch.int64 and batch["prev_offsets"].shape == (3,)
     assert batch["prev_points"].shape[1] == batch["points"].shape[1]
     assert int(batch["prev_offsets"][-1]) == len(batch["prev_points"])
 
 
-def test_align_to_current_puts_a_world_point_at_the_same_place():
+def test_align_to_frame_puts_a_world_point_at_the_same_place():
     rng = np.random.default_rng(0)
     world = rng.normal(size=(50, 3)) * 10
     poses = []
@@ -142,12 +147,16 @@ def test_align_to_current_puts_a_world_point_at_the_same_place():
     prev_pose, cur_pose = poses
     in_prev = (world - prev_pose[:3, 3]) @ prev_pose[:3, :3]          # world -> previous sensor frame
     extra = rng.normal(size=(50, 1))
-    aligned = align_to_current(np.concatenate([in_prev, extra], 1), prev_pose, cur_pose)
+    previous = Frame(np.concatenate([in_prev, extra], 1), ("x", "y", "z", "intensity"), pose=prev_pose)
+    current = Frame(np.zeros((1, 4)), ("x", "y", "z", "intensity"), pose=cur_pose)
+    aligned = align_to_frame(previous, current, sensor_origin=(0.0, 0.0, 2.0))
     expected = (np.c_[world, np.ones(50)] @ invert_pose(cur_pose).T)[:, :3]
-    np.testing.assert_allclose(aligned[:, :3], expected, atol=1e-9)
-    np.testing.assert_array_equal(aligned[:, 3], extra[:, 0])
-    with pytest.raises(ValueError, match="previous_pose"):
-        align_to_current(in_prev, np.eye(3), cur_pose)
+    np.testing.assert_allclose(aligned.points[:, :3], expected, atol=1e-5)   # float32 points
+    np.testing.assert_array_equal(aligned.points[:, 3], extra[:, 0].astype(np.float32))
+    np.testing.assert_array_equal(aligned.pose, cur_pose)
+    sensor_world = prev_pose[:3, :3] @ np.array([0.0, 0.0, 2.0]) + prev_pose[:3, 3]
+    np.testing.assert_allclose(aligned.meta["origin_in_current"],
+                               invert_pose(cur_pose)[:3, :3] @ sensor_world + invert_pose(cur_pose)[:3, 3], atol=1e-9)
 
 
 def test_voxel_point_targets_by_hand():
@@ -163,18 +172,18 @@ def test_voxel_point_targets_by_hand():
     torch.testing.assert_close(targets, expected)
 
 
-@pytest.mark.parametrize("masking", ["random", "radial", "block"])
-def test_masks_are_exact_on_the_current_sweep(batch, masking):
-    model = tiny_model(masking=masking, sector_deg=10.0, mask_ratio=0.75)
+@pytest.mark.parametrize("mask_type", ["random", "radial", "block"])
+def test_masks_are_exact_on_the_current_sweep(batch, mask_type):
+    model = tiny_model(mask_type=mask_type, sector_deg=10.0, mask_ratio=0.75)
     feats, coords, _ = model.voxelize(batch["points"], batch["offsets"])
     _, prev_coords, _ = model.voxelize(batch["prev_points"], batch["prev_offsets"])
-    keep = model.make_mask(coords, prev_coords, torch.zeros(2, 3), torch.Generator().manual_seed(1))
+    keep = model.make_mask(coords, torch.zeros(2, 3), torch.Generator().manual_seed(1))
     assert keep.shape == (len(coords),)
     sample = coords[:, 0].long()
-    if masking == "random":
+    if mask_type == "random":
         n = torch.bincount(sample)
         assert torch.equal(torch.bincount(sample[keep], minlength=2), kept_count(n, 0.25))
-    elif masking == "radial":  # whole sectors around the sensor are kept or masked
+    elif mask_type == "radial":  # whole sectors around the sensor are kept or masked
         centres = voxel_centres(coords, VOXEL, RANGE)
         sector = torch.floor(torch.rad2deg(torch.atan2(centres[:, 1].double(), centres[:, 0].double())) % 360 / 10).long()
         for b in range(2):
@@ -198,7 +207,7 @@ def test_forward_loss_and_output_shapes(batch):
     assert int(out["num_masked"]) + int(out["num_visible"]) == len(out["coords"])
     image = model.visualize(batch, out)["t_mae_bev"]
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-    assert (image == np.array([255, 40, 40], np.uint8)).all(-1).any()  # predicted points are drawn
+    assert (image == np.array([255, 70, 50], np.uint8)).all(-1).any()  # predicted points are drawn (red)
 
 
 def test_contract_attribute_names_and_missing_keys(batch):
@@ -214,7 +223,7 @@ def test_gradients_reach_the_shared_encoder_from_both_sweeps(batch):
     g = torch.Generator().manual_seed(0)
     feats, coords, p2v = model.voxelize(batch["points"], batch["offsets"])
     prev_feats, prev_coords, _ = model.voxelize(batch["prev_points"], batch["prev_offsets"])
-    keep = model.make_mask(coords, prev_coords, torch.zeros(2, 3), g)
+    keep = model.make_mask(coords, torch.zeros(2, 3), g)
     vis, masked = torch.nonzero(keep).squeeze(1), torch.nonzero(~keep).squeeze(1)
     feats_vis = feats[vis].clone().requires_grad_()
     prev_feats = prev_feats.clone().requires_grad_()
@@ -253,8 +262,8 @@ def test_same_seed_same_result_other_seed_other_mask(batch):
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="mask_ratio"):
         tiny_model(mask_ratio=1.0)
-    with pytest.raises(ValueError, match="masking"):
-        tiny_model(masking="temporal")
+    with pytest.raises(ValueError, match="mask_type"):
+        tiny_model(mask_type="temporal")
     with pytest.raises(ValueError, match="point_range"):
         tiny_model(point_range=(0, 0, 0, -1, 1, 1))
 
@@ -262,7 +271,7 @@ def test_bad_arguments_are_named():
 def test_short_training_run_lowers_the_loss(pairs):
     torch.set_num_threads(1)
     model = tiny_model()
-    batches = [collate_temporal_pairs([pairs[i], pairs[i + 3]]) for i in range(3)]
+    batches = [collate_lidar_pretrain([pairs[i], pairs[i + 3]]) for i in range(3)]
 
     def held_out_loss():  # the same masks before and after training
         with torch.no_grad():
@@ -296,3 +305,18 @@ def test_missing_previous_sweep_falls_back_to_the_null_key(batch):
         assert torch.isfinite(alone).all()
         # With no keys at all, a query's output depends on the query only (not on its window mates).
         torch.testing.assert_close(module(x[:1], q[:1], x[:0], q[:0]), alone[:1], rtol=0, atol=1e-12)
+
+
+def test_stand_in_previous_sweeps_are_dropped(batch):
+    # missing_previous: current copies the current sweep as the previous one; T-MAE must not see it
+    # (it would show the masked points), so a sample with has_prev False trains without a previous sweep.
+    model = tiny_model()
+    copied = dict(batch, prev_points=batch["points"], prev_offsets=batch["offsets"],
+                  has_prev=torch.tensor([True, False]))
+    n0 = int(batch["offsets"][1])
+    empty_second = dict(batch, prev_points=batch["points"][:n0], prev_offsets=torch.tensor([0, n0, n0]))
+    a = model(copied, torch.Generator().manual_seed(3))["loss"]
+    b = model(empty_second, torch.Generator().manual_seed(3))["loss"]
+    leaked = model(dict(copied, has_prev=torch.tensor([True, True])), torch.Generator().manual_seed(3))["loss"]
+    torch.testing.assert_close(a, b)
+    assert float(leaked) != float(a)
