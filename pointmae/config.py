@@ -425,6 +425,7 @@ class VoxelMAEConfig(ModelConfig):
     count_weight: float = 1.0
     occupancy_weight: float = 1.0
     drop_path_rate: float = 0.0
+    temporal: bool = False      # the previous sweep (data.num_previous: 1) joins the encoder input unmasked
 
 
 @dataclass

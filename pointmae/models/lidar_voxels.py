@@ -92,6 +92,47 @@ def generator_from_global_rng(device: torch.device) -> torch.Generator:
     return generator
 
 
+def batch_inputs(batch: dict, in_channels: int, generator: Optional[torch.Generator]):
+    """What every LiDAR MAE's forward starts from: (points (N, C), offsets (B+1,), origins (B, 3): the
+    sensor positions, (0, 0, 0) when the batch has no "origins", generator: the given one, or one seeded
+    from torch's global RNG). points must have exactly `in_channels` columns (model.in_channels)."""
+    points, offsets = batch["points"], batch["offsets"]
+    if points.dim() != 2 or points.shape[1] != in_channels:
+        raise ValueError(f"batch['points'] must be (N, {in_channels}) (model.in_channels), got {tuple(points.shape)}")
+    origins = batch.get("origins")
+    if origins is None:
+        origins = torch.zeros(offsets.numel() - 1, 3, device=points.device)
+    generator = generator if generator is not None else generator_from_global_rng(torch.device("cpu"))
+    return points, offsets, origins, generator
+
+
+def without_stand_ins(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's previous sweeps (prev_points, prev_offsets), emptied for samples whose batch["has_prev"]
+    is False: the data pipeline's stand-in there may be a copy of the current sweep (missing_previous:
+    current), which would show the model the very points it must reconstruct."""
+    prev_points, prev_offsets = batch["prev_points"], batch["prev_offsets"]
+    has_prev = batch.get("has_prev")
+    if has_prev is None or bool(has_prev.all()):
+        return prev_points, prev_offsets
+    counts = prev_offsets.diff()
+    sample = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    keep = has_prev.to(prev_points.device)[sample]
+    counts = counts * has_prev.to(counts.device)
+    return prev_points[keep], torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
+def merge_sweeps(points_a: torch.Tensor, offsets_a: torch.Tensor, points_b: torch.Tensor,
+                 offsets_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two packed batches of the same B samples -> one: sample b = [a's points of b; b's points of b].
+    points_* (N_*, C), offsets_* (B+1,). Returns (points (N_a + N_b, C), offsets (B+1,))."""
+    counts_a, counts_b = offsets_a.diff(), offsets_b.diff()
+    samples = torch.arange(counts_a.numel(), device=points_a.device)
+    sample_of = torch.cat([torch.repeat_interleave(samples, counts_a), torch.repeat_interleave(samples, counts_b)])
+    order = torch.argsort(sample_of, stable=True)
+    counts = counts_a + counts_b
+    return torch.cat([points_a, points_b])[order], torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
 @dataclass
 class VoxelMasker:
     """Masking chosen by config, over any `pointmae.masking` function.

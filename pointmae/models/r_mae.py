@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointmae.models.backbones.sparse_conv import sparse_backbone_factories
-from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
-                                          generator_from_global_rng, sample_empty_voxels, voxelize_points)
+from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, batch_inputs, bev_picture,
+                                          first_sample_points, sample_empty_voxels, voxelize_points)
 from pointmae.models.voxel_features import MeanVFE
 from pointmae.models.voxel_mae import sparse_conv_output_depth
 
@@ -122,15 +122,8 @@ class RMAE(nn.Module):
         return {"loss": loss, "occupied_recall": recall, "occupancy_accuracy": accuracy}
 
     def forward(self, batch: dict, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        points, offsets = batch["points"], batch["offsets"]
-        if points.dim() != 2 or points.shape[1] != self.in_channels:
-            raise ValueError(f"batch['points'] must be (N, {self.in_channels}) (model.in_channels), "
-                             f"got {tuple(points.shape)}")
+        points, offsets, origins, generator = batch_inputs(batch, self.in_channels, generator)
         batch_size = offsets.numel() - 1
-        origins = batch.get("origins")
-        if origins is None:
-            origins = torch.zeros(batch_size, 3, device=points.device)
-        generator = generator if generator is not None else generator_from_global_rng(torch.device("cpu"))
 
         vox = voxelize_points(points, offsets, self.grid, self.max_points_per_voxel, self.max_voxels)
         coords = vox.coords

@@ -36,7 +36,7 @@ from torch import nn
 from pointmae.layers.cross_attention import CrossBlock
 from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone, window_partition
 from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
-                                          generator_from_global_rng, voxelize_points)
+                                          generator_from_global_rng, voxelize_points, without_stand_ins)
 from pointmae.models.targets import voxel_point_targets
 from pointmae.models.voxel_features import MeanVFE
 from pointmae.ops import chamfer_loss_l2
@@ -335,17 +335,3 @@ class TemporalMAE(nn.Module):
                                           ("visible + predicted (red)", np.concatenate([visible_points, predicted]),
                                            colours)], self.point_range)}
 
-
-def without_stand_ins(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's previous sweeps (prev_points, prev_offsets), emptied for samples whose batch["has_prev"]
-    is False: the data pipeline's stand-in there may be a copy of the current sweep (missing_previous:
-    current), which would show the model the very points it must reconstruct."""
-    prev_points, prev_offsets = batch["prev_points"], batch["prev_offsets"]
-    has_prev = batch.get("has_prev")
-    if has_prev is None or bool(has_prev.all()):
-        return prev_points, prev_offsets
-    counts = prev_offsets.diff()
-    sample = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
-    keep = has_prev.to(prev_points.device)[sample]
-    counts = counts * has_prev.to(counts.device)
-    return prev_points[keep], torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])

@@ -13,7 +13,11 @@ The algorithm (read top to bottom like MAE's models_mae.py):
    window transformer over pillars as in the paper, or a SECOND-style sparse conv 8x encoder;
 4. sample empty "fake" voxels (10% of the number of non-empty voxels, per sample) so that the
    occupancy head sees negatives;
-5. `forward_decoder`: a light sparse window transformer over all visible, masked and fake voxels;
+   With `temporal=True` (temporal masking, T-MAE's idea; the batch then carries the previous sweep,
+   data.num_previous: 1) the encoder also sees the whole previous sweep, ego-motion aligned and never
+   masked, voxelised together with the visible current points: a masked cell can so hold previous-sweep
+   points, never current ones. Radial + temporal = `mask_type: radial` + `temporal: true`;
+5. `forward_decoder`: a light sparse window transformer over all encoded, masked and fake voxels;
    visible ones carry encoder features, the others a learned mask token; all get a positional
    embedding of their voxel centre;
 6. `forward_loss`, on the masked voxels (the paper's three targets, weight 1 each):
@@ -34,8 +38,9 @@ from torch import nn
 
 from pointmae.models.backbones.sparse_conv import sparse_backbone_factories
 from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone
-from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
-                                          generator_from_global_rng, sample_empty_voxels, voxelize_points)
+from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, batch_inputs, bev_picture,
+                                          first_sample_points, merge_sweeps, sample_empty_voxels, voxelize_points,
+                                          without_stand_ins)
 from pointmae.models.targets import voxel_point_targets
 from pointmae.models.voxel_features import MeanVFE
 from pointmae.ops import chamfer_loss_l2
@@ -65,7 +70,8 @@ class VoxelMAE(nn.Module):
     decoder_*: the decoder's window transformer; num_pred_points: K points predicted per masked voxel;
     mask_type / mask_ratio / block_size / sector_deg / range_edges / range_keep_ratios: the masking
     (VoxelMasker; the range-aware radial variant replaces mask_ratio by per-range keep ratios); fake_voxel_ratio:
-    empty voxels sampled per sample, as a fraction of its non-empty voxels; *_weight: loss weights.
+    empty voxels sampled per sample, as a fraction of its non-empty voxels; *_weight: loss weights;
+    temporal: the previous sweep (batch["prev_points"]) joins the encoder input unmasked.
     """
 
     def __init__(self, in_channels: int, point_range: Sequence[float], voxel_size: Sequence[float],
@@ -77,7 +83,7 @@ class VoxelMAE(nn.Module):
                  range_edges: Optional[Sequence[float]] = None, range_keep_ratios: Optional[Sequence[float]] = None,
                  fake_voxel_ratio: float = 0.1,
                  chamfer_weight: float = 1.0, count_weight: float = 1.0, occupancy_weight: float = 1.0,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, temporal: bool = False):
         super().__init__()
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
@@ -90,7 +96,7 @@ class VoxelMAE(nn.Module):
         self.masker = VoxelMasker(mask_type, 1.0 - mask_ratio, tuple(block_size), sector_deg,
                                   list(range_edges) if range_edges else None,
                                   list(range_keep_ratios) if range_keep_ratios else None)
-        self.backbone_name = backbone
+        self.backbone_name, self.temporal = backbone, temporal
 
         # --- encoder: voxel feature encoder + 3D backbone on visible voxels --------------------------
         self.vfe = MeanVFE(in_channels, self.grid.voxel_size, self.grid.point_range, centre_offset=False)
@@ -192,17 +198,28 @@ class VoxelMAE(nn.Module):
         return {"loss": loss, "loss_chamfer": chamfer.detach(), "loss_count": count.detach(),
                 "loss_occupancy": occupancy.detach(), "pred_points": pred_points.detach()}
 
+    def encoder_input(self, batch: dict, points: torch.Tensor, offsets: torch.Tensor, point_to_voxel: torch.Tensor,
+                      features: torch.Tensor, coords: torch.Tensor, keep: torch.Tensor):
+        """(features (N_enc, C), coords (N_enc, 4)) the encoder sees: the visible current voxels, or with
+        `temporal` the voxels of the visible current points together with the whole previous sweep."""
+        if not self.temporal:
+            return features[keep], coords[keep]
+        if "prev_points" not in batch:
+            raise KeyError("VoxelMAE(temporal=True) needs batch['prev_points'] / ['prev_offsets'] "
+                           "(data.num_previous: 1)")
+        visible_points = (point_to_voxel >= 0) & keep[point_to_voxel.clamp(min=0)]        # (N,)
+        sample_of = torch.repeat_interleave(torch.arange(offsets.numel() - 1, device=offsets.device), offsets.diff())
+        counts = torch.bincount(sample_of[visible_points], minlength=offsets.numel() - 1)
+        visible_offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        merged, merged_offsets = merge_sweeps(points[visible_points], visible_offsets, *without_stand_ins(batch))
+        vox = voxelize_points(merged, merged_offsets, self.grid, self.max_points_per_voxel, self.max_voxels)
+        return self.vfe(merged, vox.point_to_voxel, vox.coords), vox.coords
+
     def forward(self, batch: dict, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        """batch: the LiDAR batch (points (N, C), offsets (B+1,), optional origins (B, 3))."""
-        points, offsets = batch["points"], batch["offsets"]
-        if points.dim() != 2 or points.shape[1] != self.in_channels:
-            raise ValueError(f"batch['points'] must be (N, {self.in_channels}) (model.in_channels), "
-                             f"got {tuple(points.shape)}")
+        """batch: the LiDAR batch (points (N, C), offsets (B+1,), optional origins (B, 3); with `temporal`
+        also prev_points / prev_offsets)."""
+        points, offsets, origins, generator = batch_inputs(batch, self.in_channels, generator)
         batch_size = offsets.numel() - 1
-        origins = batch.get("origins")
-        if origins is None:
-            origins = torch.zeros(batch_size, 3, device=points.device)
-        generator = generator if generator is not None else generator_from_global_rng(torch.device("cpu"))
 
         vox = voxelize_points(points, offsets, self.grid, self.max_points_per_voxel, self.max_voxels)
         coords, point_to_voxel = vox.coords, vox.point_to_voxel                 # (V, 4) int32, (N,)
@@ -214,8 +231,10 @@ class VoxelMAE(nn.Module):
                                    torch.floor(counts.double() * self.fake_voxel_ratio + 0.5).long(), generator,
                                    clamp=True)
 
-        visible_coords, masked_coords = coords[keep], coords[~keep]
-        encoded = self.forward_encoder(features[keep], visible_coords, batch_size)
+        encoder_features, visible_coords = self.encoder_input(batch, points, offsets, point_to_voxel, features,
+                                                              coords, keep)
+        masked_coords = coords[~keep]
+        encoded = self.forward_encoder(encoder_features, visible_coords, batch_size)
         hidden_coords = torch.cat([masked_coords, fake])
         tokens = self.decoder_tokens(encoded, visible_coords, hidden_coords)
         all_coords = torch.cat([visible_coords, hidden_coords])

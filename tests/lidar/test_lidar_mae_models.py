@@ -289,3 +289,44 @@ def test_voxel_mae_range_aware_radial_masking_by_config():
     far = model.grid.centres(coords)[:, :2].norm(dim=1) >= 8.0
     assert keep[far].float().mean() > keep[~far].float().mean() + 0.2   # far voxels kept more
     assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("backbone", ["sst", "VoxelBackBone8x"])
+def test_voxel_mae_radial_plus_temporal_by_config(backbone):
+    # Radial + temporal masking for Voxel-MAE: mask_type radial, temporal true, and the data pipeline's
+    # previous sweep. The encoder then sees the visible current points and the whole previous sweep.
+    cfg = load_config(ROOT / "configs" / "voxel_mae" / "synthetic.yaml", [
+        "model.mask_type=radial", "model.sector_deg=10.0", "model.mask_ratio=0.7", "model.temporal=true",
+        f"model.backbone={backbone}", "model.voxel_size=[0.8,0.8,0.15]", "model.embed_dim=32", "model.depth=1",
+        "model.decoder_dim=32", "model.num_heads=2", "model.decoder_num_heads=2"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    batch = _batch(n=1500)
+    shifted = batch["points"].clone()
+    shifted[:, 0] += 0.4                                 # the "previous sweep": the scene seen from elsewhere
+    temporal = dict(batch, prev_points=shifted, prev_offsets=batch["offsets"], has_prev=torch.tensor([True, True]))
+    out = model(temporal, _gen(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.backbone_3d.parameters().__next__().grad is not None
+    # Whole sectors around the sensor are masked (radial), on the current sweep only.
+    keep, coords = out["vis"]["keep"], out["vis"]["coords"]
+    sector = radial_sector_index(model.grid.centres(coords), coords[:, 0].long(), batch["origins"], 10.0)
+    for b in range(2):
+        for s in sector[coords[:, 0] == b].unique():
+            inside = (coords[:, 0] == b) & (sector == s)
+            assert keep[inside].all() or (~keep[inside]).all()
+    # What the encoder sees: with an empty (or stand-in) previous sweep exactly the visible voxels; with
+    # the previous sweep also cells the current sweep has masked, holding previous points only.
+    vox = voxelize_points(batch["points"], batch["offsets"], model.grid, model.max_points_per_voxel, model.max_voxels)
+    features = model.vfe(batch["points"], vox.point_to_voxel, vox.coords)
+    stand_in = dict(temporal, has_prev=torch.tensor([False, False]))
+    f0, c0 = model.encoder_input(stand_in, batch["points"], batch["offsets"], vox.point_to_voxel, features,
+                                 vox.coords, keep)
+    assert torch.equal(c0, vox.coords[keep]) and torch.allclose(f0, features[keep])
+    _, c1 = model.encoder_input(temporal, batch["points"], batch["offsets"], vox.point_to_voxel, features,
+                                vox.coords, keep)
+    key = lambda c: set(map(tuple, c.tolist()))  # noqa: E731
+    masked_cells = key(vox.coords[~keep])
+    assert key(c1) >= key(vox.coords[keep]) and key(c1) & masked_cells
+    with pytest.raises(KeyError, match="prev_points"):
+        model(batch, _gen(0))
