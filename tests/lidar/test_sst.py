@@ -103,3 +103,21 @@ def test_backbone_forward_backward_and_errors():
     with pytest.raises(ValueError, match="window_shape"):
         SSTBackbone(8, window_shape=(0, 4))
     assert model(x[:0], coords[:0]).shape == (0, 32)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_ids_are_the_sorted_unique_window_rows(shifted):
+    # window_partition's 1-D key must number windows exactly as the unique (batch, row, col) rows do.
+    g = torch.Generator().manual_seed(3)
+    n = 3000
+    coords = torch.stack([torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g),
+                          torch.randint(0, 97, (n,), generator=g), torch.randint(0, 61, (n,), generator=g)], 1).int()
+    window_id, local = window_partition(coords, (7, 5), shifted)
+    shift = torch.tensor([3, 2] if shifted else [0, 0])
+    rows = torch.cat([coords[:, :1].long(), torch.div(coords[:, 2:4].long() + shift, torch.tensor([7, 5]),
+                                                      rounding_mode="floor")], 1)
+    unique_rows, expected = torch.unique(rows, dim=0, return_inverse=True)
+    assert torch.equal(window_id, expected) and int(window_id.max()) + 1 == len(unique_rows)
+    assert bool((local >= -1).all() and (local < 1).all())
+    empty_id, _ = window_partition(coords[:0], (7, 5), shifted)
+    assert empty_id.shape == (0,)

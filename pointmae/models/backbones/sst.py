@@ -49,8 +49,13 @@ def window_partition(coords: torch.Tensor, window_shape: tuple[int, int], shifte
     yx = coords[:, 2:4].long() + shift  # (N, 2)
     window_yx = torch.div(yx, size, rounding_mode="floor")
     local = (yx - window_yx * size).float() / size.float() * 2 - 1
-    key = torch.cat([coords[:, :1].long(), window_yx], 1)  # (N, 3) (batch, window row, window col)
-    _, window_id = torch.unique(key, dim=0, return_inverse=True)
+    # One int64 per (batch, window row, window col), increasing in that lexicographic order, so the
+    # dense ids are those torch.unique(dim=0) of the (N, 3) rows would give; a 1-D unique is several
+    # times faster than the row-wise one (which was ~9% of a T-MAE step on the CPU).
+    rows = int(window_yx[:, 0].max()) + 1 if len(yx) else 1
+    cols = int(window_yx[:, 1].max()) + 1 if len(yx) else 1
+    key = (coords[:, 0].long() * rows + window_yx[:, 0]) * cols + window_yx[:, 1]
+    _, window_id = torch.unique(key, return_inverse=True)
     return window_id, local
 
 
