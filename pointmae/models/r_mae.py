@@ -9,9 +9,11 @@ The algorithm:
    of the non-empty sectors are kept (10% on nuScenes) -- a LiDAR that fires in few directions;
    (optionally range-aware keep ratios; any other `pointmae.masking` function by config);
 3. `forward_encoder`: the SECOND-style sparse conv 8x encoder (`backbone_3d`) on the visible voxels;
-4. `forward_decoder`: the stride-8 sparse output is laid out densely and a stack of 3D transposed
-   convolutions (each x2 in z, y, x) predicts an occupancy logit per cell of a coarse 3D grid
-   (stride 8 / 2^L in x and y, for L = len(decoder_channels));
+4. `forward_decoder`: a stack of 3D transposed convolutions (kernel 2, stride 2: each x2 in z, y, x)
+   + BatchNorm + ReLU on the stride-8 output and a 1x1x1 head predict an occupancy logit per cell of a
+   coarse 3D grid (stride 8 / 2^L in x and y, for L = len(decoder_channels)) -- evaluated exactly,
+   but only at the cells the loss reads (see `SparseOccupancyDecoder` below: the dense decoder's
+   result without laying the grid out densely);
 5. `forward_loss`: binary cross-entropy on every occupied cell (from ALL voxels, visible and masked)
    and on an equal number (times `empty_ratio`) of uniformly sampled empty cells per sample.
 
@@ -22,7 +24,7 @@ angles on integer grid indices from the grid's corner and draws one set of secto
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +38,39 @@ from pointmae.models.voxel_features import MeanVFE
 from pointmae.models.voxel_mae import sparse_conv_output_depth
 
 __all__ = ["RMAE"]
+
+
+class DecodedOccupancy(NamedTuple):
+    """The occupancy decoder's output, sparse: active_logits (M * 8^L,) for the descendants of the M
+    active stride-8 cells (8^L rows each, in child-path order), background_logits (8^L,) for the
+    descendants of any empty stride-8 cell, row_of (B, D8, H8, W8) int64: a stride-8 cell's active row
+    or -1."""
+    active_logits: torch.Tensor
+    background_logits: torch.Tensor
+    row_of: torch.Tensor
+
+
+def batch_norm_with_background(bn: nn.BatchNorm3d, active: torch.Tensor, background: torch.Tensor,
+                               n_empty: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm over a tensor given as active rows (N_a, C) plus background rows (P, C), each of which
+    stands for `n_empty` identical cells: in training mode the batch statistics of all
+    N_a + P * n_empty cells (and BatchNorm3d's running-statistics update), else the running ones."""
+    if bn.training or not bn.track_running_stats:
+        count = active.shape[0] + background.shape[0] * n_empty
+        mean = (active.sum(0) + background.sum(0) * n_empty) / count
+        var = (((active - mean) ** 2).sum(0) + ((background - mean) ** 2).sum(0) * n_empty) / count
+        if bn.training and bn.track_running_stats:
+            with torch.no_grad():
+                bn.num_batches_tracked += 1
+                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                bn.running_var.mul_(1 - momentum).add_(momentum * var.detach() * count / max(count - 1, 1))
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        return (active - mean) * scale * bn.weight + bn.bias, (background - mean) * scale * bn.weight + bn.bias
+    return (active - mean) * scale, (background - mean) * scale
 
 
 class RMAE(nn.Module):
@@ -81,8 +116,10 @@ class RMAE(nn.Module):
             layers += [nn.ConvTranspose3d(c_in, c_out, kernel_size=2, stride=2, bias=False),
                        nn.BatchNorm3d(c_out, eps=1e-3, momentum=0.01), nn.ReLU(inplace=True)]
             c_in = c_out
+        # The dense decoder's modules (parameter names as before); evaluated sparsely in forward_decoder.
         self.decoder = nn.Sequential(*layers)
         self.occupancy_head = nn.Conv3d(c_in, 1, kernel_size=1)
+        self.decoder_channels = tuple(int(c) for c in decoder_channels)
         self.upsample = 2 ** len(decoder_channels)
         self.cell_stride_xy = 8 // self.upsample            # occupancy cell size in voxels (x, y)
         # Occupancy grid (W, H, D) = the encoder's output grid times the decoder's up-sampling.
@@ -94,12 +131,61 @@ class RMAE(nn.Module):
         """Visible voxels (N_vis, C), (N_vis, 4) -> SparseBackboneOutput at stride 8."""
         return self.backbone_3d(features, coords, batch_size)
 
-    def forward_decoder(self, encoded) -> torch.Tensor:
-        """-> occupancy logits (B, D_o, H_o, W_o)."""
-        dense = encoded.encoded.dense()                               # (B, 128, D8, H8, W8)
-        logits = self.occupancy_head(self.decoder(dense)).squeeze(1)  # (B, D_o, H_o, W_o)
-        w, h, d = self.occupancy_grid
-        return logits[:, :d, :h, :w]
+    def forward_decoder(self, encoded) -> "DecodedOccupancy":
+        """The occupancy decoder on the stride-8 sparse output; `occupancy_logits(decoded, cells)` reads
+        logits at any cells of the occupancy grid: exactly what the dense decoder (transposed convs +
+        BatchNorm in batch-statistics mode + ReLU + head over the whole grid) gives there, computed from
+        the active stride-8 cells only.
+
+        Why that is exact: a transposed conv with kernel 2 and stride 2 (no bias) maps every input cell
+        to its own 2x2x2 children, child k = (dz, dy, dx) getting W[:, :, dz, dy, dx]^T x; so every
+        output cell depends on one stride-8 cell and on its path of child offsets. A stride-8 cell the
+        sparse encoder left empty is zero, and so are its children after the first conv; after
+        BatchNorm + ReLU they are a constant per channel, and from then on every empty cell's
+        descendants with the same offset path share one value. So each layer is carried as the
+        active rows (M * 8^l, C) plus 8^l "background" rows, each standing for all B*D8*H8*W8 - M empty
+        cells; BatchNorm's batch mean and variance are sums over both, weighted by those counts -- the
+        statistics of the full dense tensor -- and the running statistics are updated as BatchNorm3d
+        would update them."""
+        sparse = encoded.encoded
+        active = sparse.features                                                   # (M, C8)
+        batch_size, (d8, h8, w8) = sparse.batch_size, sparse.spatial_shape
+        n_empty = batch_size * d8 * h8 * w8 - active.shape[0]                      # empty stride-8 cells
+        background = active.new_zeros(1, active.shape[1])
+        for module in self.decoder:
+            if isinstance(module, nn.ConvTranspose3d):
+                # (C_in, C_out, 2, 2, 2) -> (C_in, 8 * C_out): row r of the input -> rows 8r..8r+7, child
+                # k = dz * 4 + dy * 2 + dx.
+                weight = module.weight.permute(0, 2, 3, 4, 1).reshape(module.in_channels, -1)
+                active = (active @ weight).reshape(-1, module.out_channels)
+                background = (background @ weight).reshape(-1, module.out_channels)
+            elif isinstance(module, nn.BatchNorm3d):
+                active, background = batch_norm_with_background(module, active, background, n_empty)
+            else:
+                active, background = module(active), module(background)
+        head_w, head_b = self.occupancy_head.weight.flatten(1), self.occupancy_head.bias   # (1, C), (1,)
+        active_logits = (active @ head_w.T + head_b).squeeze(1)                    # (M * 8^L,)
+        background_logits = (background @ head_w.T + head_b).squeeze(1)           # (8^L,)
+        row_of = torch.full((batch_size, d8, h8, w8), -1, dtype=torch.long, device=active.device)
+        idx = sparse.indices.long()
+        row_of[idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]] = torch.arange(len(idx), device=active.device)
+        return DecodedOccupancy(active_logits, background_logits, row_of)
+
+    def occupancy_logits(self, decoded: "DecodedOccupancy", cells: torch.Tensor) -> torch.Tensor:
+        """Logits (K,) at cells (K, 4) (batch, z, y, x) of the occupancy grid."""
+        # Which row holds each cell: its stride-8 parent's active row (or the background) + its path.
+        levels = len(self.decoder_channels)
+        parent = cells.long().clone()
+        parent[:, 1:] = parent[:, 1:] // self.upsample
+        path = torch.zeros(len(cells), dtype=torch.long, device=cells.device)
+        for level in range(levels):                                   # coarse to fine
+            bit = levels - 1 - level
+            child = (((cells[:, 1] >> bit) & 1) * 4 + ((cells[:, 2] >> bit) & 1) * 2 + ((cells[:, 3] >> bit) & 1))
+            path = path * 8 + child.long()
+        row = decoded.row_of[parent[:, 0], parent[:, 1], parent[:, 2], parent[:, 3]]
+        per_row = 8 ** levels
+        return torch.where(row >= 0, decoded.active_logits[row.clamp(min=0) * per_row + path],
+                           decoded.background_logits[path])
 
     def occupancy_cells(self, coords: torch.Tensor) -> torch.Tensor:
         """Voxel coords (N, 4) (batch, z, y, x) -> unique occupied cells (M, 4) of the occupancy grid."""
@@ -109,11 +195,11 @@ class RMAE(nn.Module):
         x = (coords[:, 3].long() // self.cell_stride_xy).clamp_max(w - 1)
         return torch.unique(torch.stack([coords[:, 0].long(), z, y, x], dim=1), dim=0)
 
-    def forward_loss(self, logits: torch.Tensor, occupied: torch.Tensor, empty: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """logits (B, D, H, W); occupied (M, 4), empty (E, 4) cells (batch, z, y, x)."""
-        cells = torch.cat([occupied, empty.long()])
-        picked = logits[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]].float()
-        labels = torch.cat([torch.ones(len(occupied)), torch.zeros(len(empty))]).to(picked)
+    def forward_loss(self, occupied_logits: torch.Tensor, empty_logits: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """occupied_logits (M,) at the occupied cells, empty_logits (E,) at the sampled empty cells."""
+        occupied = occupied_logits
+        picked = torch.cat([occupied_logits, empty_logits]).float()
+        labels = torch.cat([torch.ones(len(occupied_logits)), torch.zeros(len(empty_logits))]).to(picked)
         loss = F.binary_cross_entropy_with_logits(picked, labels)
         with torch.no_grad():
             predicted = picked > 0
@@ -130,16 +216,16 @@ class RMAE(nn.Module):
         features = self.vfe(points, vox.point_to_voxel, coords)
         keep = self.masker(coords, self.grid.centres(coords), origins, generator)
         encoded = self.forward_encoder(features[keep], coords[keep], batch_size)
-        logits = self.forward_decoder(encoded)
+        decoded = self.forward_decoder(encoded)
 
         occupied = self.occupancy_cells(coords)
         n_occupied = torch.bincount(occupied[:, 0], minlength=batch_size)
         n_empty = torch.floor(n_occupied.double() * self.empty_ratio + 0.5).long()
         empty = sample_empty_voxels(occupied, batch_size, self.occupancy_grid, n_empty, generator, clamp=True).long()
-        out = self.forward_loss(logits, occupied, empty)
+        out = self.forward_loss(self.occupancy_logits(decoded, occupied), self.occupancy_logits(decoded, empty))
         out["mask_ratio_actual"] = (~keep).float().mean().detach() if keep.numel() else torch.tensor(0.0)
         out["vis"] = {"coords": coords, "keep": keep, "point_to_voxel": vox.point_to_voxel,
-                      "logits0": logits[:1].detach()}
+                      "decoded": DecodedOccupancy(*(t.detach() for t in decoded))}
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -161,7 +247,11 @@ class RMAE(nn.Module):
         coords, keep = vis["coords"], vis["keep"]
         first = coords[:, 0] == 0
         points, visible_pts = first_sample_points(batch, vis["point_to_voxel"], keep)
-        cells = torch.nonzero(vis["logits0"][0] > 0)                              # (M, 3) (z, y, x)
+        w, h, d = self.occupancy_grid
+        grid = torch.stack(torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij"), -1)
+        grid = grid.reshape(-1, 3).to(coords.device)                           # every cell of sample 0
+        logits0 = self.occupancy_logits(vis["decoded"], torch.cat([torch.zeros_like(grid[:, :1]), grid], 1))
+        cells = grid[logits0 > 0]                                              # (M, 3) (z, y, x)
         centres = self.cell_centres(cells).numpy()
         seen = self.occupancy_cells(coords[first & keep])[:, 1:].cpu()
         seen_key = set(map(tuple, seen.tolist()))

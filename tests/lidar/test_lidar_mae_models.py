@@ -206,9 +206,12 @@ def test_r_mae_loss_on_perfect_logits_and_cells():
     logits = torch.full((2, d, h, w), -30.0)
     logits[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]] = 30.0
     empty = sample_empty_voxels(cells, 2, model.occupancy_grid, torch.tensor([2, 1]), _gen(0)).long()
-    out = model.forward_loss(logits, cells, empty)
+    def pick(grid, c):
+        return grid[c[:, 0], c[:, 1], c[:, 2], c[:, 3]]
+
+    out = model.forward_loss(pick(logits, cells), pick(logits, empty))
     assert float(out["loss"]) < 1e-10 and float(out["occupancy_accuracy"]) == 1.0
-    flipped = model.forward_loss(-logits, cells, empty)
+    flipped = model.forward_loss(pick(-logits, cells), pick(-logits, empty))
     assert float(flipped["loss"]) > 10 and float(flipped["occupied_recall"]) == 0.0
 
 
@@ -330,3 +333,53 @@ def test_voxel_mae_radial_plus_temporal_by_config(backbone):
     assert key(c1) >= key(vox.coords[keep]) and key(c1) & masked_cells
     with pytest.raises(KeyError, match="prev_points"):
         model(batch, _gen(0))
+
+
+@pytest.mark.parametrize("decoder_channels", [(8,), (8, 4)])
+def test_r_mae_sparse_decoder_equals_the_dense_decoder(decoder_channels):
+    """forward_decoder + occupancy_logits read the dense decoder's logits (transposed convs, BatchNorm
+    with the dense tensor's batch statistics, ReLU, head) at any cells, with the same running-statistics
+    update and the same gradients, without laying the grid out densely."""
+    import copy
+    torch.manual_seed(0)
+    model = _tiny_r_mae(decoder_channels=decoder_channels)
+    batch = _batch(n=1500)
+    vox = voxelize_points(batch["points"], batch["offsets"], model.grid, model.max_points_per_voxel, model.max_voxels)
+    features = model.vfe(batch["points"], vox.point_to_voxel, vox.coords)
+    keep = model.masker(vox.coords, model.grid.centres(vox.coords), batch["origins"], _gen(0))
+    encoded = model.forward_encoder(features[keep], vox.coords[keep], 2)
+    dense_model = copy.deepcopy(model)
+    for m in (model, dense_model):       # a non-trivial BatchNorm affine part
+        for bn in m.decoder:
+            if isinstance(bn, torch.nn.BatchNorm3d):
+                torch.nn.init.uniform_(bn.weight, 0.5, 1.5, generator=torch.Generator().manual_seed(1))
+                torch.nn.init.uniform_(bn.bias, -0.5, 0.5, generator=torch.Generator().manual_seed(2))
+    dense_in = encoded.encoded.dense().detach().requires_grad_(True)
+    sparse_features = encoded.encoded.features.detach().requires_grad_(True)
+    encoded.encoded = encoded.encoded.replace_feature(sparse_features)
+    w, h, d = model.occupancy_grid
+    dense_logits = dense_model.occupancy_head(dense_model.decoder(dense_in)).squeeze(1)[:, :d, :h, :w]
+    cells = torch.stack(torch.meshgrid(torch.arange(2), torch.arange(d), torch.arange(h), torch.arange(w),
+                                       indexing="ij"), -1).reshape(-1, 4)
+    logits = model.occupancy_logits(model.forward_decoder(encoded), cells)
+    expected = dense_logits[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]]
+    torch.testing.assert_close(logits, expected, atol=2e-5, rtol=1e-4)
+    for a, b in zip(model.decoder.modules(), dense_model.decoder.modules()):
+        if isinstance(a, torch.nn.BatchNorm3d):
+            torch.testing.assert_close(a.running_mean, b.running_mean, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(a.running_var, b.running_var, atol=1e-6, rtol=1e-5)
+    # Gradients of a loss on some cells: the same for the decoder's parameters and the encoder's output.
+    picked = torch.randperm(len(cells), generator=torch.Generator().manual_seed(3))[:500]
+    weights = torch.randn(500, generator=torch.Generator().manual_seed(4))
+    (logits[picked] * weights).sum().backward()
+    (expected[picked] * weights).sum().backward()
+    for (name, a), b in zip(model.decoder.named_parameters(), dense_model.decoder.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-3, msg=name)
+    idx = encoded.encoded.indices.long()
+    torch.testing.assert_close(sparse_features.grad, dense_in.grad[idx[:, 0], :, idx[:, 1], idx[:, 2], idx[:, 3]],
+                               atol=1e-4, rtol=1e-3)
+    model.eval()
+    dense_model.eval()
+    eval_dense = dense_model.occupancy_head(dense_model.decoder(dense_in)).squeeze(1)[:, :d, :h, :w]
+    torch.testing.assert_close(model.occupancy_logits(model.forward_decoder(encoded), cells),
+                               eval_dense[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]], atol=2e-5, rtol=1e-4)
