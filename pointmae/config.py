@@ -440,7 +440,7 @@ class RMAEConfig(ModelConfig):
     max_voxels: int = 40000
     backbone: Literal["VoxelBackBone8x", "VoxelResBackBone8x"] = "VoxelBackBone8x"
     mask_type: Literal["radial", "random", "block"] = "radial"
-    keep_ratio: float = 0.2
+    mask_ratio: float = 0.8            # the paper keeps 20% of the sectors (10% on nuScenes)
     sector_deg: float = 1.0
     block_size: tuple[int, ...] = (8, 8)
     range_edges: Optional[list[float]] = None

@@ -139,10 +139,11 @@ class VoxelMasker:
 
     kind: "random" (MAE / Voxel-MAE), "block" (cubes / squares of `block_size` cells), "radial"
     (R-MAE: sectors of `sector_deg` around each sample's sensor; `range_edges` + `range_keep_ratios`
-    for the range-aware variant); keep_ratio: fraction kept visible.
+    for the range-aware variant); mask_ratio: fraction masked (the field name of every LiDAR MAE config;
+    the masking functions take the kept fraction, 1 - mask_ratio).
     """
     kind: str = "random"
-    keep_ratio: float = 0.3
+    mask_ratio: float = 0.7
     block_size: Sequence[int] = (4, 4)
     sector_deg: float = 1.0
     range_edges: Optional[Sequence[float]] = None
@@ -151,6 +152,14 @@ class VoxelMasker:
     def __post_init__(self):
         if self.kind not in ("random", "block", "radial"):
             raise ValueError(f"mask_type must be 'random', 'block' or 'radial', got {self.kind!r}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+
+    @property
+    def keep_ratio(self) -> float:
+        # Rounded so that e.g. mask_ratio 0.9 keeps exactly 0.1 (not 0.09999999999999998): kept counts
+        # round half up, and a float hair below .5 would round down.
+        return round(1.0 - self.mask_ratio, 12)
 
     def __call__(self, coords: torch.Tensor, centres: torch.Tensor, origins: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:

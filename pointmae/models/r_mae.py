@@ -78,21 +78,22 @@ class RMAE(nn.Module):
 
     in_channels: point channels; point_range, voxel_size: the grid (paper, KITTI: 0.05 x 0.05 x 0.1 m
     over OpenPCDet's [0, -40, -3, 70.4, 40, 1]); backbone: VoxelBackBone8x / VoxelResBackBone8x;
-    mask_type "radial" with sector_deg, keep_ratio (0.2), range_edges / range_keep_ratios (range-aware);
+    mask_type "radial" with sector_deg, mask_ratio (0.8: 20% of the sectors kept), range_edges /
+    range_keep_ratios (range-aware);
     decoder_channels: channels of the transposed-conv layers (each doubles the resolution);
     empty_ratio: sampled empty cells per occupied cell in the loss.
     """
 
     def __init__(self, in_channels: int, point_range: Sequence[float], voxel_size: Sequence[float],
                  max_points_per_voxel: int = 5, max_voxels: int = 40000, backbone: str = "VoxelBackBone8x",
-                 mask_type: str = "radial", keep_ratio: float = 0.2, sector_deg: float = 1.0,
+                 mask_type: str = "radial", mask_ratio: float = 0.8, sector_deg: float = 1.0,
                  block_size: Sequence[int] = (8, 8), range_edges: Optional[Sequence[float]] = None,
                  range_keep_ratios: Optional[Sequence[float]] = None, decoder_channels: Sequence[int] = (64,),
                  empty_ratio: float = 1.0):
         super().__init__()
         self.grid = VoxelGrid(tuple(float(v) for v in point_range), tuple(float(v) for v in voxel_size))
         self.in_channels, self.max_points_per_voxel, self.max_voxels = in_channels, max_points_per_voxel, max_voxels
-        self.masker = VoxelMasker(mask_type, keep_ratio, tuple(block_size), sector_deg,
+        self.masker = VoxelMasker(mask_type, mask_ratio, tuple(block_size), sector_deg,
                                   list(range_edges) if range_edges else None,
                                   list(range_keep_ratios) if range_keep_ratios else None)
         if backbone not in sparse_backbone_factories:

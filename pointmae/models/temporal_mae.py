@@ -174,7 +174,7 @@ class TemporalMAE(nn.Module):
             raise ValueError(f"cross_depth and points_per_voxel must be >= 1, got {cross_depth}, {points_per_voxel}")
         self.point_range, self.voxel_size = list(self.grid.point_range), list(self.grid.voxel_size)
         self.mask_ratio = float(mask_ratio)
-        self.masker = VoxelMasker(mask_type, 1.0 - mask_ratio, tuple(block_size), sector_deg,
+        self.masker = VoxelMasker(mask_type, mask_ratio, tuple(block_size), sector_deg,
                                   list(range_edges) if range_edges else None,
                                   list(range_keep_ratios) if range_keep_ratios else None)
         self.points_per_voxel = int(points_per_voxel)

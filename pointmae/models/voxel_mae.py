@@ -93,7 +93,7 @@ class VoxelMAE(nn.Module):
         self.in_channels, self.max_points_per_voxel, self.max_voxels = in_channels, max_points_per_voxel, max_voxels
         self.mask_ratio, self.fake_voxel_ratio, self.num_pred_points = mask_ratio, fake_voxel_ratio, num_pred_points
         self.weights = {"chamfer": chamfer_weight, "count": count_weight, "occupancy": occupancy_weight}
-        self.masker = VoxelMasker(mask_type, 1.0 - mask_ratio, tuple(block_size), sector_deg,
+        self.masker = VoxelMasker(mask_type, mask_ratio, tuple(block_size), sector_deg,
                                   list(range_edges) if range_edges else None,
                                   list(range_keep_ratios) if range_keep_ratios else None)
         self.backbone_name, self.temporal = backbone, temporal

@@ -12,7 +12,7 @@ from pointmae.engine.checkpoint import load_checkpoint
 from pointmae.masking import radial_sector_index
 from pointmae.models.backbones.sparse_conv import VoxelBackBone8x
 from pointmae.models.backbones.sst import SSTBackbone
-from pointmae.models.lidar_voxels import VoxelGrid, sample_empty_voxels, voxelize_points
+from pointmae.models.lidar_voxels import VoxelGrid, VoxelMasker, sample_empty_voxels, voxelize_points
 from pointmae.models.targets import voxel_point_targets
 from pointmae.models.voxel_features import MeanVFE
 from pointmae.ops import voxelize
@@ -383,3 +383,19 @@ def test_r_mae_sparse_decoder_equals_the_dense_decoder(decoder_channels):
     eval_dense = dense_model.occupancy_head(dense_model.decoder(dense_in)).squeeze(1)[:, :d, :h, :w]
     torch.testing.assert_close(model.occupancy_logits(model.forward_decoder(encoded), cells),
                                eval_dense[cells[:, 0], cells[:, 1], cells[:, 2], cells[:, 3]], atol=2e-5, rtol=1e-4)
+
+
+def test_one_mask_ratio_field_for_every_lidar_mae():
+    # R-MAE's "keep 10%" is mask_ratio 0.9; the kept fraction is exactly 0.1, so 5 voxels keep
+    # round-half-up(0.5) = 1 (a float 0.0999... would keep 0).
+    masker = VoxelMasker("random", 0.9)
+    assert masker.keep_ratio == 0.1
+    keep = masker(torch.zeros(5, 4, dtype=torch.int32), torch.zeros(5, 3), torch.zeros(1, 3), _gen(0))
+    assert int(keep.sum()) == 1
+    with pytest.raises(ValueError, match="mask_ratio"):
+        VoxelMasker("random", 1.0)
+    for method in ("voxel_mae", "r_mae", "t_mae"):
+        for path in sorted((ROOT / "configs" / method).glob("*.yaml")):
+            model_cfg = load_config(path).model
+            assert hasattr(model_cfg, "mask_type") and hasattr(model_cfg, "mask_ratio"), path
+    assert load_config(ROOT / "configs" / "r_mae" / "nuscenes.yaml").model.mask_ratio == 0.9
