@@ -8,7 +8,6 @@ and the SST backbone take them.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -20,8 +19,8 @@ from pointmae.models.targets import voxel_centres
 from pointmae.ops import voxelize_dynamic
 from pointmae.ops.voxelize import DynamicVoxels
 
-__all__ = ["VoxelGrid", "VoxelMasker", "sample_empty_voxels", "voxelize_points", "bev_picture",
-           "generator_from_global_rng"]
+__all__ = ["VoxelGrid", "VoxelMasker", "sample_empty_voxels", "voxelize_points", "bev_picture", "batch_inputs",
+           "first_sample_points", "generator_from_global_rng", "merge_sweeps", "rank_in_group", "without_stand_ins"]
 
 
 @dataclass(frozen=True)
@@ -263,6 +262,3 @@ def first_sample_points(batch: dict, point_to_voxel: torch.Tensor, keep: torch.T
     visible = (p2v >= 0) & keep[p2v.clamp(min=0)]
     return points.float().cpu().numpy(), points[visible].float().cpu().numpy()
 
-
-def kept_fraction_text(keep: torch.Tensor) -> str:
-    return f"{float(keep.float().mean()) if keep.numel() else math.nan:.0%}"
