@@ -15,8 +15,8 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEConfig
-from pointmae.models.point_mae import PointMAE
+from pointmae.config import PointMAEClassifierConfig, PointMAEConfig
+from pointmae.models.point_mae import PointMAE, PointMAEClassifier
 
 
 def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
@@ -24,4 +24,10 @@ def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
     return PointMAE(**kwargs)
 
 
-MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae}
+def build_point_mae_classifier(cfg: PointMAEClassifierConfig) -> PointMAEClassifier:
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    return PointMAEClassifier(**kwargs)
+
+
+MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae,
+                                                        "point_mae_cls": build_point_mae_classifier}
