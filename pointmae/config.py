@@ -402,6 +402,7 @@ class SyntheticShapesConfig(DataConfig):
     class_set: Literal["basic", "fine"] = "basic"   # 10 distinct kinds, or 16 with look-alikes
     partial_view: bool = False     # single-viewpoint scans (occluded back side)
     density_jitter: float = 0.0    # density varies across the object, up to 1 + this on one side
+    cache: bool = False            # keep generated clouds in memory (later epochs skip generation)
 
 
 @dataclass

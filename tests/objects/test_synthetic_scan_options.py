@@ -47,6 +47,15 @@ def test_density_jitter_skews_the_sampling():
     assert radius_spread(4.0) > 3 * radius_spread(0.0)
 
 
+def test_cache_returns_the_same_clouds():
+    plain = SyntheticShapes(samples_per_class=2, num_points=128, partial_view=True)
+    cached = SyntheticShapes(samples_per_class=2, num_points=128, partial_view=True, cache=True)
+    for i in range(len(plain)):
+        first = cached[i][0]
+        first.mul_(0)                                    # a caller modifying its copy does not reach the cache
+        assert torch.equal(cached[i][0], plain[i][0]) and cached[i][1] == plain[i][1]
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="class_set"):
         SyntheticShapes(class_set="all")

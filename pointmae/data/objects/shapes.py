@@ -341,7 +341,7 @@ class SyntheticShapes(Dataset):
 
     def __init__(self, split: str = "train", num_points: int = 1024, samples_per_class: int = 100,
                  seed: int = 0, noise_std: float = 0.01, classes: List[str] = None, class_set: str = "basic",
-                 partial_view: bool = False, density_jitter: float = 0.0):
+                 partial_view: bool = False, density_jitter: float = 0.0, cache: bool = False):
         if split not in _SPLIT_SALT:
             raise ValueError(f"SyntheticShapes: split must be one of {list(_SPLIT_SALT)}, got {split!r}")
         if num_points < 1 or samples_per_class < 1:
@@ -356,6 +356,9 @@ class SyntheticShapes(Dataset):
         if unknown:
             raise ValueError(f"SyntheticShapes: unknown classes {unknown}; choose from {list(CLASSES)}")
         self.partial_view, self.density_jitter = partial_view, density_jitter
+        # Generated clouds kept in memory (12 KB per 1024 points): later epochs skip the generation,
+        # which for partial views costs as much as a small model's training step.
+        self._cache = {} if cache else None
         self.split, self.num_points, self.samples_per_class = split, num_points, samples_per_class
         self.seed, self.noise_std = seed, noise_std
 
@@ -371,7 +374,11 @@ class SyntheticShapes(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"SyntheticShapes: index {index} out of range [0, {len(self)})")
         label = index % len(self.classes)
+        if self._cache is not None and index in self._cache:
+            return self._cache[index].clone(), label
         rng = np.random.default_rng([self.seed, _SPLIT_SALT[self.split], index])
-        pts = make_shape(self.classes[label], self.num_points, rng, self.noise_std,
-                         partial_view=self.partial_view, density_jitter=self.density_jitter)
-        return torch.from_numpy(pts), label
+        pts = torch.from_numpy(make_shape(self.classes[label], self.num_points, rng, self.noise_std,
+                                          partial_view=self.partial_view, density_jitter=self.density_jitter))
+        if self._cache is not None:
+            self._cache[index] = pts.clone()
+        return pts, label
