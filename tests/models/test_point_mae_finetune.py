@@ -233,3 +233,12 @@ def test_finetune_configs_load(path):
 def test_modelnet40_classifier_has_the_published_size():
     cfg = load_config(os.path.join(ROOT, "configs/point_mae/finetune_modelnet40.yaml"), schema=FinetuneClsConfig)
     assert sum(p.numel() for p in build_model(cfg.model).parameters()) == 22_099_752
+
+
+@pytest.mark.parametrize("pretrain", ["synthetic.yaml", "synthetic_scan.yaml"])
+def test_synthetic_finetune_config_takes_every_encoder_tensor_of_the_pretraining_config(pretrain):
+    pre = load_config(os.path.join(ROOT, "configs/point_mae", pretrain))
+    fine = load_config(os.path.join(ROOT, "configs/point_mae/finetune_synthetic.yaml"))
+    classifier = build_model(fine.model)
+    report = load_pretrained(classifier, build_model(pre.model).state_dict())
+    assert sorted(report.matched) == sorted(encoder_keys(classifier)) and not report.mismatched
