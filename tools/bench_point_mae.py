@@ -51,6 +51,29 @@ def svm_accuracy(model, train, test):
     return acc, few
 
 
+@torch.no_grad()
+def _features_by_depth(model, points):
+    """Max + mean pooled tokens after the patch embedding, after each encoder block and after the
+    final norm (the last is extract_features): where along the encoder the accuracy comes from."""
+    neighborhoods, centers = model.patchify(points[..., :3].contiguous())
+    x, pos = model.encoder.patch_embed(neighborhoods), model.encoder.pos_embed(centers)
+    stages = [x]
+    for blk in model.encoder.blocks:
+        x = blk(x + pos)
+        stages.append(x)
+    stages.append(model.encoder.norm(x))
+    return torch.cat([torch.cat([f.max(dim=1).values, f.mean(dim=1)], dim=-1) for f in stages], dim=-1)
+
+
+def svm_accuracy_by_depth(model, train, test):
+    model.eval()
+    trx, tr_y = extract_features(lambda p: _features_by_depth(model, p), train)
+    tex, te_y = extract_features(lambda p: _features_by_depth(model, p), test)
+    width = 2 * model.encoder.norm.normalized_shape[0]
+    return [linear_svm_accuracy(trx[:, i:i + width], tr_y, tex[:, i:i + width], te_y)
+            for i in range(0, trx.shape[1], width)]
+
+
 def _median_time(fn, repeat=5):
     fn()
     times = []
@@ -153,6 +176,10 @@ def svm_section(args, cmd: str, machine: str) -> str:
     acc_pre, few_pre = svm_accuracy(trainer.model, svm_train, svm_test)
     acc_rand, few_rand = svm_accuracy(random_model, svm_train, svm_test)
     print(f"linear SVM: pre-trained {acc_pre:.1f} %, random weights {acc_rand:.1f} %", flush=True)
+    depth_pre = svm_accuracy_by_depth(trainer.model, svm_train, svm_test)
+    depth_rand = svm_accuracy_by_depth(random_model, svm_train, svm_test)
+    stages = ["patch embedding"] + [f"block {i + 1}" for i in range(cfg.model.depth)] + ["final norm (= above)"]
+    depth_rows = "\n".join(f"| {name} | {a:.1f} % | {b:.1f} % |" for name, a, b in zip(stages, depth_pre, depth_rand))
     return f"""## Linear SVM on frozen features: pre-trained vs. random weights
 
 Command: `{cmd}` (one run, fixed seeds). {machine}
@@ -169,7 +196,13 @@ Features: encoder on all patches, max + mean pooled; linear SVM (C = 0.01) on st
 | encoder | linear-SVM accuracy | {few_pre.n_way}-way {few_pre.k_shot}-shot (frozen + SVM, 10 folds) |
 |---|---|---|
 | pre-trained (Point-MAE) | {acc_pre:.1f} % | {few_pre.mean:.1f} +- {few_pre.std:.1f} % |
-| same encoder, random weights | {acc_rand:.1f} % | {few_rand.mean:.1f} +- {few_rand.std:.1f} % |"""
+| same encoder, random weights | {acc_rand:.1f} % | {few_rand.mean:.1f} +- {few_rand.std:.1f} % |
+
+The same linear SVM on the tokens pooled at each depth of the encoder (same data, same protocol):
+
+| features after | pre-trained | random weights |
+|---|---|---|
+{depth_rows}"""
 
 
 if __name__ == "__main__":
