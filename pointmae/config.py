@@ -119,8 +119,10 @@ _POLYMORPHIC = {ModelConfig: ("model", MODEL_CONFIGS), DataConfig: ("data", DATA
 # Loading
 
 
-def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -> Config:
-    """Reads a YAML config strictly and applies dotted overrides (`["train.epochs=5", ...]`)."""
+def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None, schema: type = None) -> Config:
+    """Reads a YAML config strictly and applies dotted overrides (`["train.epochs=5", ...]`).
+    `schema`: the top-level dataclass, `Config` or a subclass with more sections; by default picked
+    from the sections present (a `finetune` section: FinetuneClsConfig, else Config)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -132,10 +134,11 @@ def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    return config_from_dict(raw, source=str(path), overrides=overrides)
+    return config_from_dict(raw, source=str(path), overrides=overrides, schema=schema)
 
 
-def config_from_dict(raw: dict, source: str = "<dict>", overrides: Optional[list[str]] = None) -> Config:
+def config_from_dict(raw: dict, source: str = "<dict>", overrides: Optional[list[str]] = None,
+                     schema: type = None) -> Config:
     raw = _deep_copy(raw)
     # Where each key path came from, for error messages; everything else came from `source`.
     origins: dict[str, str] = {}
@@ -143,7 +146,9 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: Optional[list
         key, value = parse_override(text)
         _set_path(raw, key, value, text)
         origins[key] = f"command-line override '{text}'"
-    return _build(Config, raw, "", _Sources(source, origins))
+    if schema is None:
+        schema = FinetuneClsConfig if "finetune" in raw else Config
+    return _build(schema, raw, "", _Sources(source, origins))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -342,6 +347,46 @@ class PointMAEConfig(ModelConfig):
     mask_ratio: float = 0.6
     mask_type: Literal["random", "block"] = "random"
     drop_path_rate: float = 0.1
+    patch_embed_width: int = 256   # mini-PointNet width (the paper's 256; 128 for CPU-sized models)
+
+
+@dataclass
+class PointMAEClassifierConfig(ModelConfig):
+    """pointmae.models.point_mae.PointMAEClassifier: fine-tuning (defaults: the paper's ModelNet40 model)."""
+    name: str = "point_mae_cls"
+    num_classes: int = 40
+    num_groups: int = 64
+    group_size: int = 32
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1
+    head_dropout: float = 0.5
+    patch_embed_width: int = 256
+
+
+@dataclass
+class ClassificationFinetuneConfig:
+    """What classification fine-tuning adds to a run (tools/finetune_cls.py). The test split is the
+    `data` section with split=test and no augmentation."""
+    pretrained: Optional[str] = None     # checkpoint to start from (ours or the official Point-MAE release)
+    votes: int = 1                       # test-time voting: logits averaged over this many augmented copies
+    vote_every_epoch: bool = False       # vote in the per-epoch test too (else only in the final test)
+    label_smoothing: float = 0.0
+    test_batch_size: int = 64
+    # Few-shot (n-way k-shot, Sharma & Kaul 2020): fine-tune one model per fold on n*k training shapes
+    # of n random classes and test on `few_shot_queries` test shapes per class. 0 = ordinary fine-tuning.
+    few_shot_way: int = 0
+    few_shot_shot: int = 10
+    few_shot_folds: int = 10
+    few_shot_queries: int = 20
+
+
+@dataclass
+class FinetuneClsConfig(Config):
+    """A fine-tuning run: the shared sections plus `finetune`."""
+    finetune: ClassificationFinetuneConfig = field(default_factory=ClassificationFinetuneConfig)
 
 
 @dataclass
@@ -354,6 +399,10 @@ class SyntheticShapesConfig(DataConfig):
     seed: int = 0
     noise_std: float = 0.01
     augment: bool = True           # Point-MAE's random scale and translate
+    class_set: Literal["basic", "fine"] = "basic"   # 10 distinct kinds, or 16 with look-alikes
+    partial_view: bool = False     # single-viewpoint scans (occluded back side)
+    density_jitter: float = 0.0    # density varies across the object, up to 1 + this on one side
+    cache: bool = False            # keep generated clouds in memory (later epochs skip generation)
 
 
 @dataclass
@@ -389,6 +438,7 @@ class ScanObjectNNConfig(DataConfig):
 
 
 MODEL_CONFIGS["point_mae"] = PointMAEConfig
+MODEL_CONFIGS["point_mae_cls"] = PointMAEClassifierConfig
 DATA_CONFIGS["synthetic_shapes"] = SyntheticShapesConfig
 DATA_CONFIGS["modelnet40"] = ModelNet40Config
 DATA_CONFIGS["shapenet55"] = ShapeNet55Config

@@ -23,7 +23,9 @@ def _maybe_augment(dataset: Dataset, augment: bool) -> Dataset:
 
 def _synthetic_shapes(cfg) -> Dataset:
     from pointmae.data.objects import SyntheticShapes
-    ds = SyntheticShapes(cfg.split, cfg.num_points, cfg.samples_per_class, cfg.seed, cfg.noise_std)
+    ds = SyntheticShapes(cfg.split, cfg.num_points, cfg.samples_per_class, cfg.seed, cfg.noise_std,
+                         class_set=cfg.class_set, partial_view=cfg.partial_view, density_jitter=cfg.density_jitter,
+                         cache=cfg.cache)
     return _maybe_augment(ds, cfg.augment)
 
 

@@ -15,8 +15,8 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEConfig, RMAEConfig, TemporalMAEConfig, VoxelMAEConfig
-from pointmae.models.point_mae import PointMAE
+from pointmae.config import PointMAEClassifierConfig, PointMAEConfig, RMAEConfig, TemporalMAEConfig, VoxelMAEConfig
+from pointmae.models.point_mae import PointMAE, PointMAEClassifier
 
 
 def constructor_kwargs(cfg) -> dict:
@@ -26,6 +26,10 @@ def constructor_kwargs(cfg) -> dict:
 
 def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
     return PointMAE(**constructor_kwargs(cfg))
+
+
+def build_point_mae_classifier(cfg: PointMAEClassifierConfig) -> PointMAEClassifier:
+    return PointMAEClassifier(**constructor_kwargs(cfg))
 
 
 # The LiDAR models import spconv / the sparse backbones only when they are built.
@@ -44,5 +48,7 @@ def build_t_mae(cfg: TemporalMAEConfig) -> nn.Module:
     return TemporalMAE(**constructor_kwargs(cfg))
 
 
-MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae, "voxel_mae": build_voxel_mae,
-                                                        "r_mae": build_r_mae, "t_mae": build_t_mae}
+MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "point_mae": build_point_mae, "point_mae_cls": build_point_mae_classifier,
+    "voxel_mae": build_voxel_mae, "r_mae": build_r_mae, "t_mae": build_t_mae,
+}

@@ -30,9 +30,10 @@ class PointTransformerEncoder(nn.Module):
     fine-tuning so that pre-trained weights load by name. As in Point-MAE, the positional embedding is
     added to the tokens before every block."""
 
-    def __init__(self, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, drop_path_rate=0.1):
+    def __init__(self, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, drop_path_rate=0.1,
+                 patch_embed_width=256):
         super().__init__()
-        self.patch_embed = MiniPointNet(embed_dim)
+        self.patch_embed = MiniPointNet(embed_dim, patch_embed_width)
         self.pos_embed = _pos_mlp(embed_dim)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()      # stochastic depth decay rule
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, drop_path=r) for r in rates])
@@ -75,7 +76,7 @@ class PointMAE(nn.Module):
 
     def __init__(self, num_groups=64, group_size=32, embed_dim=384, depth=12, num_heads=6,
                  decoder_depth=4, decoder_num_heads=6, mlp_ratio=4.0, mask_ratio=0.6, mask_type="random",
-                 drop_path_rate=0.1):
+                 drop_path_rate=0.1, patch_embed_width=256):
         super().__init__()
         if mask_type not in ("random", "block"):
             raise ValueError(f"PointMAE: mask_type must be 'random' or 'block', got {mask_type!r}")
@@ -85,7 +86,8 @@ class PointMAE(nn.Module):
         self.mask_ratio, self.mask_type = mask_ratio, mask_type
 
         # encoder: visible patches only
-        self.encoder = PointTransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
+        self.encoder = PointTransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate,
+                                               patch_embed_width)
 
         # decoder: visible tokens + one shared mask token per masked patch
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -192,12 +194,13 @@ class PointMAEClassifier(nn.Module):
     concatenation of the cls token and the max-pooled patch tokens (the paper's classification head)."""
 
     def __init__(self, num_classes=40, num_groups=64, group_size=32, embed_dim=384, depth=12, num_heads=6,
-                 mlp_ratio=4.0, drop_path_rate=0.1, head_dropout=0.5):
+                 mlp_ratio=4.0, drop_path_rate=0.1, head_dropout=0.5, patch_embed_width=256):
         super().__init__()
         self.num_groups, self.group_size = num_groups, group_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.encoder = PointTransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
+        self.encoder = PointTransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate,
+                                               patch_embed_width)
         self.head = nn.Sequential(
             nn.Linear(2 * embed_dim, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(head_dropout),
             nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(head_dropout),

@@ -34,14 +34,21 @@ class MiniPointNet(nn.Module):
     max pool (PointNet, Qi et al., CVPR 2017, as used by Point-BERT / Point-MAE).
 
     (B, G, K, 3) -> (B, G, embed_dim). 1x1 convolutions keep the published checkpoints' weight shapes.
+    `width` is the first MLP's output (the paper's 256: layers 3-128-256, then 512-512-embed_dim);
+    on a CPU the second MLP over every patch point dominates a training step, so small models
+    may halve it (width 128: 4x fewer multiply-adds there).
     """
 
-    def __init__(self, embed_dim: int = 384):
+    def __init__(self, embed_dim: int = 384, width: int = 256):
         super().__init__()
+        if width < 2 or width % 2:
+            raise ValueError(f"MiniPointNet: width must be an even number >= 2, got {width}")
         self.first_conv = nn.Sequential(
-            nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Conv1d(128, 256, 1))
+            nn.Conv1d(3, width // 2, 1), nn.BatchNorm1d(width // 2), nn.ReLU(inplace=True),
+            nn.Conv1d(width // 2, width, 1))
         self.second_conv = nn.Sequential(
-            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Conv1d(512, embed_dim, 1))
+            nn.Conv1d(2 * width, 2 * width, 1), nn.BatchNorm1d(2 * width), nn.ReLU(inplace=True),
+            nn.Conv1d(2 * width, embed_dim, 1))
         self.embed_dim = embed_dim
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
