@@ -99,6 +99,58 @@ class Table {
   std::unique_ptr<Entry[]> entries_;
 };
 
+// The table of the hard voxelization walk (walk_hard): key -> voxel number, 8 bytes per entry when the
+// grid's keys fit in 32 bits (every real grid: KITTI at 0.05 m has 9e7 cells), so the table of a
+// capped walk (16k-40k voxels) stays in the L2 cache; 16 bytes otherwise. The point counts live in a
+// dense per-voxel array instead, which the output step reads in voxel order.
+template <typename key_t>
+class VoxelTable {
+ public:
+  static constexpr key_t kEmpty = static_cast<key_t>(~key_t(0));
+  explicit VoxelTable(int64_t members) {
+    uint64_t capacity = 16;
+    int bits = 4;
+    while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1, ++bits;  // load <= 1/2
+    // Sparser (load <= 1/4) while it stays cache-sized: misses (points of voxels beyond max_voxels)
+    // then end after ~1.4 probes instead of ~2.5.
+    if (capacity * sizeof(Slot) <= kSparseTableBytes) capacity <<= 1, ++bits;
+    mask_ = capacity - 1;
+    shift_ = 64 - bits;
+    slots_ = uninitialized<Slot>(static_cast<int64_t>(capacity));
+    std::memset(static_cast<void*>(slots_.get()), 0xff, capacity * sizeof(Slot));  // every key kEmpty
+  }
+  // Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): the top bits of key * 2^64 / phi. One multiply;
+  // neighbouring cells of the grid land far apart, so linear probing stays short.
+  uint64_t home(key_t key) const { return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_; }
+  void prefetch(key_t key) const { __builtin_prefetch(&slots_[home(key)]); }
+  // The voxel of `key`; if absent, `new_voxel` is stored under it and returned, unless new_voxel < 0
+  // (no room left), then -1 is returned and nothing stored.
+  int32_t find_or_insert(key_t key, int32_t new_voxel) {
+    uint64_t at = home(key);
+    while (true) {
+      Slot& s = slots_[at];
+      if (s.key == key) return s.voxel;
+      if (s.key == kEmpty) {
+        if (new_voxel >= 0) {
+          s.key = key;
+          s.voxel = new_voxel;
+        }
+        return new_voxel;
+      }
+      at = (at + 1) & mask_;
+    }
+  }
+
+ private:
+  struct Slot {
+    key_t key;
+    int32_t voxel;
+  };
+  uint64_t mask_;
+  int shift_;
+  std::unique_ptr<Slot[]> slots_;
+};
+
 inline int64_t shard_of(uint64_t hash, int64_t num_shards) {
   // Multiply-shift on the high half of the hash: uniform over [0, num_shards), and independent of the
   // low bits that index the table.
@@ -125,6 +177,91 @@ struct Assignment {
 
 constexpr uint8_t kNoShard = 255;
 constexpr int64_t kMaxShards = 64;
+
+// Hard voxelization keeps, per voxel, the input indices of its first P points rather than a voxel and
+// slot per point: the output step then writes the (V, P, C) voxels in order, every row once (a copied
+// point or zeros), with no zero-fill pass over the output and no per-point arrays.
+struct HardCloud {
+  int64_t voxels = 0;                  // allocated voxels, <= max_voxels
+  int64_t stride = 0;                  // min(P, cloud size): no voxel holds more points than its cloud
+  std::unique_ptr<int64_t[]> key;      // (voxels,) linear key, in first-appearance order
+  std::unique_ptr<int32_t[]> count;    // (voxels,) all the voxel's points, stored or over capacity
+  std::unique_ptr<int32_t[]> members;  // (voxels, stride) input index of its first min(count, P) points
+  int64_t kept = 0, outside = 0, non_finite = 0;
+};
+
+// Steps A and B of hard voxelization for one cloud, one thread: the serial walk of group_serial
+// (voxels numbered at their first point, a voxel's running count is a point's slot), keeping only
+// what the output needs. Voxels after the first max_voxels are never stored, so the table holds at
+// most min(points, max_voxels) keys. `ready_keys`: the cloud's keys when step A already ran in
+// parallel, else nullptr (keys are then computed a chunk at a time into an L1-sized buffer, so that
+// the table slot of a point can be prefetched a few points ahead).
+template <typename scalar_t, typename key_t>
+void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid, int64_t begin, int64_t end,
+               const int64_t* ready_keys, int64_t max_points, int64_t max_voxels, HardCloud& out) {
+  const int64_t room = std::min(end - begin, max_voxels);
+  const int64_t stride = std::min(end - begin, max_points);
+  VoxelTable<key_t> table(room);
+  out.stride = stride;
+  out.key = uninitialized<int64_t>(room);
+  out.count = uninitialized<int32_t>(room);
+  out.members = uninitialized<int32_t>(room * stride);
+  // Locals, not members of `out`: stores through those could alias and would be redone every point.
+  int64_t* key_of_voxel = out.key.get();
+  int32_t* count = out.count.get();
+  int32_t* members = out.members.get();
+  int64_t voxels = 0, kept = 0, outside = 0, non_finite = 0;
+  // Consecutive LiDAR returns often share a voxel: remember the last one and skip the probe.
+  int64_t last_key = -1;
+  int32_t last_voxel = -1;
+  constexpr int64_t kChunk = 512;
+  int64_t chunk_key[kChunk];
+  for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
+    const int64_t size = std::min(kChunk, end - chunk);
+    const int64_t* keys = chunk_key;
+    if (ready_keys != nullptr) {
+      keys = ready_keys + (chunk - begin);
+    } else {
+      for (int64_t j = 0; j < size; ++j) {
+        const scalar_t* row = points + (chunk + j) * channels;
+        chunk_key[j] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+      }
+    }
+    for (int64_t j = 0; j < size; ++j) {
+      if (j + kPrefetchDistance < size) {
+        // A key equal to its predecessor's was prefetched already (and will hit the last-voxel cache).
+        const int64_t ahead = keys[j + kPrefetchDistance];
+        if (ahead >= 0 && ahead != keys[j + kPrefetchDistance - 1]) table.prefetch(static_cast<key_t>(ahead));
+      }
+      const int64_t key = keys[j];
+      if (key < 0) {
+        outside += key == kOutsideRange;
+        non_finite += key == kNonFinite;
+        continue;
+      }
+      if (key != last_key) {
+        last_key = key;
+        const int32_t fresh = voxels < max_voxels ? static_cast<int32_t>(voxels) : -1;
+        last_voxel = table.find_or_insert(static_cast<key_t>(key), fresh);
+        if (last_voxel >= 0 && last_voxel == voxels) {  // inserted: a new voxel
+          key_of_voxel[voxels] = key;
+          count[voxels] = 0;
+          ++voxels;
+        }
+      }
+      if (last_voxel < 0) continue;  // a voxel beyond max_voxels
+      const int32_t slot = count[last_voxel]++;
+      if (slot < max_points) {  // then also slot < stride
+        members[last_voxel * stride + slot] = static_cast<int32_t>(chunk + j);
+        ++kept;
+      }
+    }
+  }
+  out.voxels = voxels;
+  out.kept = kept;
+  out.outside = outside;
+  out.non_finite = non_finite;
+}
 
 // Steps A and B fused, one thread for the whole cloud. Keys are computed a chunk at a time into a
 // buffer that stays in L1, so the table slot of a point can be prefetched a few points ahead. Voxels
@@ -252,14 +389,43 @@ void number_sharded(Assignment& a, Cloud& cloud) {
   cloud.non_finite = non_finite;
 }
 
-// Steps A-C.
+// A sharded cloud's result (voxel and slot per point) as a HardCloud (members per voxel).
+void hard_from_sharded(const Assignment& a, const Cloud& cloud, int64_t max_points, int64_t max_voxels,
+                       HardCloud& out) {
+  const int64_t voxels = std::min<int64_t>(static_cast<int64_t>(cloud.voxel_key.size()), max_voxels);
+  const int64_t stride = std::min(cloud.end - cloud.begin, max_points);
+  out.voxels = voxels;
+  out.stride = stride;
+  out.key = uninitialized<int64_t>(voxels);
+  out.count = uninitialized<int32_t>(voxels);
+  out.members = uninitialized<int32_t>(voxels * stride);
+  std::copy(cloud.voxel_key.begin(), cloud.voxel_key.begin() + voxels, out.key.get());
+  std::copy(cloud.voxel_count.begin(), cloud.voxel_count.begin() + voxels, out.count.get());
+  int32_t* members = out.members.get();
+  const int32_t* voxel_of = a.voxel.get();
+  const int32_t* slot_of = a.slot.get();
+  // Every (voxel, slot) is written by one point: the points can be split between threads.
+  at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t v = voxel_of[i];
+      if (v >= 0 && v < voxels && slot_of[i] < max_points) members[v * stride + slot_of[i]] = static_cast<int32_t>(i);
+    }
+  });
+  int64_t kept = 0;
+  for (int64_t v = 0; v < voxels; ++v) kept += std::min<int64_t>(out.count[v], max_points);
+  out.kept = kept;
+  out.outside = cloud.outside;
+  out.non_finite = cloud.non_finite;
+}
+
+// Steps A-C. Dynamic voxelization (hard == nullptr) gets a voxel per point in `a`. Hard voxelization
+// gets a HardCloud per cloud in `hard`; `a` then holds per-point arrays only for sharded clouds.
 template <typename scalar_t>
 std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t num_clouds, const GridParams& grid,
-                          int64_t max_voxels, Assignment& a) {
+                          int64_t max_voxels, Assignment& a, std::vector<HardCloud>* hard = nullptr,
+                          int64_t max_points = 0) {
   const int64_t n = points.size(0), channels = points.size(1);
   TORCH_CHECK_VALUE(n < std::numeric_limits<int32_t>::max(), "pointmae.voxelize: at most 2^31 - 2 points, got ", n);
-  a.voxel = uninitialized<int32_t>(n);
-  a.slot = uninitialized<int32_t>(n);
   const scalar_t* p = points.data_ptr<scalar_t>();
 
   std::vector<Cloud> clouds(num_clouds);
@@ -284,21 +450,31 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     any_sharded |= cloud.num_shards > 1;
     any_prekeyed |= cloud.keys_ready;
   }
+  if (hard == nullptr || any_sharded) {
+    a.voxel = uninitialized<int32_t>(n);
+    a.slot = uninitialized<int32_t>(n);
+  }
   if (any_sharded || any_prekeyed) {
-    // Step A for the sharded clouds, in parallel over their points.
+    // Step A for the sharded and pre-keyed clouds, in parallel over their points.
     a.key = uninitialized<int64_t>(n);
-    a.first = uninitialized<int32_t>(n);
-    a.count = uninitialized<int32_t>(n);
-    a.shard = uninitialized<uint8_t>(n);
+    if (any_sharded) {
+      a.first = uninitialized<int32_t>(n);
+      a.count = uninitialized<int32_t>(n);
+      a.shard = uninitialized<uint8_t>(n);
+    }
     int64_t* keys = a.key.get();
     uint8_t* shards = a.shard.get();
     for (const Cloud& cloud : clouds) {
       if (cloud.num_shards == 1 && !cloud.keys_ready) continue;
+      const bool sharded = cloud.num_shards > 1;
       at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const scalar_t* row = p + i * channels;
-          const int64_t key = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
-          keys[i] = key;
+          keys[i] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+        }
+        if (!sharded) return;
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t key = keys[i];
           shards[i] = key < 0 ? kNoShard
                               : static_cast<uint8_t>(shard_of(mix_hash(static_cast<uint64_t>(key)), cloud.num_shards));
         }
@@ -312,13 +488,23 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     if (clouds[b].begin == clouds[b].end) continue;
     for (int64_t s = 0; s < clouds[b].num_shards; ++s) tasks.push_back({b, s});
   }
+  // Keys of one cloud are below the grid's cell count: 32-bit table keys when that fits (kEmpty excluded).
+  const bool narrow_keys = grid_cells(grid) < static_cast<int64_t>(std::numeric_limits<uint32_t>::max());
   at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       Cloud& cloud = clouds[tasks[t].cloud];
-      if (cloud.num_shards == 1) {
+      if (cloud.num_shards > 1) {
+        group_shard(a, cloud, tasks[t].shard);
+      } else if (hard == nullptr) {
         group_serial<scalar_t>(p, channels, grid, a, cloud, max_voxels);
       } else {
-        group_shard(a, cloud, tasks[t].shard);
+        const int64_t* ready = cloud.keys_ready ? a.key.get() + cloud.begin : nullptr;
+        HardCloud& out = (*hard)[tasks[t].cloud];
+        if (narrow_keys) {
+          walk_hard<scalar_t, uint32_t>(p, channels, grid, cloud.begin, cloud.end, ready, max_points, max_voxels, out);
+        } else {
+          walk_hard<scalar_t, uint64_t>(p, channels, grid, cloud.begin, cloud.end, ready, max_points, max_voxels, out);
+        }
       }
     }
   });
@@ -329,6 +515,11 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
         if (clouds[b].num_shards > 1) number_sharded(a, clouds[b]);
       }
     });
+    if (hard != nullptr) {
+      for (int64_t b = 0; b < num_clouds; ++b) {
+        if (clouds[b].num_shards > 1) hard_from_sharded(a, clouds[b], max_points, max_voxels, (*hard)[b]);
+      }
+    }
   }
   return clouds;
 }
@@ -377,6 +568,36 @@ void write_voxel_rows(const std::vector<Cloud>& clouds, const std::vector<int64_
   }
 }
 
+// Step D of hard voxelization for one cloud, in parallel over its voxels: every (P, C) row of the
+// output is written once, the stored points then zeros, with the voxel's coordinates and count.
+// kChannels > 0 makes the point copy a fixed-size move (C = 3, 4, 5 cover the usual sweeps).
+template <typename scalar_t, int kChannels>
+void write_hard_cloud(const scalar_t* points, int64_t channels, const HardCloud& cloud, const GridParams& grid,
+                      int64_t batch, int64_t base, int64_t max_points, scalar_t* voxels, int32_t* coords,
+                      int32_t* num_points) {
+  const int64_t c = kChannels > 0 ? kChannels : channels;
+  const int64_t row = max_points * c;
+  at::parallel_for(0, cloud.voxels, 2048, [&](int64_t begin, int64_t end) {
+    const int64_t* key = cloud.key.get();
+    const int32_t* count = cloud.count.get();
+    const int32_t* members = cloud.members.get();
+    for (int64_t v = begin; v < end; ++v) {
+      const int64_t out = base + v;
+      const int64_t stored = std::min<int64_t>(count[v], max_points);
+      scalar_t* dst = voxels + out * row;
+      const int32_t* m = members + v * cloud.stride;
+      for (int64_t s = 0; s < stored; ++s) {
+        std::memcpy(dst + s * c, points + static_cast<int64_t>(m[s]) * c, c * sizeof(scalar_t));
+      }
+      // All-zero bits are +0 in every floating dtype (float16 too), what at::zeros writes.
+      std::memset(static_cast<void*>(dst + stored * c), 0, (row - stored * c) * sizeof(scalar_t));
+      coords[out * 4] = static_cast<int32_t>(batch);
+      key_to_zyx(key[v], grid, coords + out * 4 + 1);
+      num_points[out] = static_cast<int32_t>(stored);
+    }
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_cpu(
     const at::Tensor& points_in, const at::Tensor& offsets, at::ArrayRef<double> voxel_size,
     at::ArrayRef<double> point_range, int64_t max_points_per_voxel, int64_t max_voxels) {
@@ -395,39 +616,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_
   at::Tensor voxels, coords, num_points, voxel_offsets, stats;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(points.scalar_type(), "voxelize_cpu", [&] {
     Assignment a;
-    const std::vector<Cloud> clouds = assign<scalar_t>(points, offs, num_clouds, grid, max_voxels, a);
-    const std::vector<int64_t> base = cloud_bases(clouds, max_voxels);
+    std::vector<HardCloud> hard(num_clouds);
+    assign<scalar_t>(points, offs, num_clouds, grid, max_voxels, a, &hard, cap);
+    std::vector<int64_t> base(num_clouds + 1, 0);
+    for (int64_t b = 0; b < num_clouds; ++b) base[b + 1] = base[b] + hard[b].voxels;
     voxel_offsets = at::tensor(base, offsets.options());
-    stats = stats_tensor(clouds, cap, max_voxels, 4);
+    stats = at::empty({num_clouds, 4}, at::kLong);
+    int64_t* st = stats.data_ptr<int64_t>();
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      const HardCloud& h = hard[b];
+      st[b * 4 + 0] = h.kept;
+      st[b * 4 + 1] = h.outside;
+      st[b * 4 + 2] = h.non_finite;
+      st[b * 4 + 3] = (offs[b + 1] - offs[b]) - h.kept - h.outside - h.non_finite;
+    }
     const int64_t total = base[num_clouds];
-    voxels = at::zeros({total, cap, channels}, points.options());
+    // Not zeroed: step D writes every element.
+    voxels = at::empty({total, cap, channels}, points.options());
     coords = at::empty({total, 4}, points.options().dtype(at::kInt));
     num_points = at::empty({total}, points.options().dtype(at::kInt));
-    write_voxel_rows(clouds, base, grid, cap, coords.data_ptr<int32_t>(), num_points.data_ptr<int32_t>());
-    // Step D, cloud by cloud (each in parallel over its points).
     const scalar_t* src = points.data_ptr<scalar_t>();
     scalar_t* dst = voxels.data_ptr<scalar_t>();
-    const int64_t row = cap * channels;
+    int32_t* co = coords.data_ptr<int32_t>();
+    int32_t* np = num_points.data_ptr<int32_t>();
     for (int64_t b = 0; b < num_clouds; ++b) {
-      at::parallel_for(offs[b], offs[b + 1], 8192, [&](int64_t begin, int64_t end) {
-        const int32_t* voxel_of = a.voxel.get();
-        const int32_t* slot_of = a.slot.get();
-        if (channels == 4) {  // the usual (x, y, z, intensity): a fixed-size copy instead of a loop
-          for (int64_t i = begin; i < end; ++i) {
-            const int64_t v = voxel_of[i];
-            const int64_t s = slot_of[i];
-            if (v < 0 || v >= max_voxels || s >= cap) continue;
-            std::memcpy(dst + (base[b] + v) * row + s * 4, src + i * 4, 4 * sizeof(scalar_t));
-          }
-          return;
-        }
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t v = voxel_of[i];
-          const int64_t s = slot_of[i];
-          if (v < 0 || v >= max_voxels || s >= cap) continue;
-          std::copy(src + i * channels, src + (i + 1) * channels, dst + ((base[b] + v) * cap + s) * channels);
-        }
-      });
+      switch (channels) {
+        case 3: write_hard_cloud<scalar_t, 3>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np); break;
+        case 4: write_hard_cloud<scalar_t, 4>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np); break;
+        case 5: write_hard_cloud<scalar_t, 5>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np); break;
+        default: write_hard_cloud<scalar_t, 0>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np);
+      }
     }
   });
   return {voxels, coords, num_points, voxel_offsets, stats};
