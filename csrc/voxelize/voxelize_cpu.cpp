@@ -123,29 +123,18 @@ class VoxelTable {
   // neighbouring cells of the grid land far apart, so linear probing stays short.
   uint64_t home(key_t key) const { return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_; }
   void prefetch(key_t key) const { __builtin_prefetch(&slots_[home(key)]); }
-  // The voxel of `key`; if absent, `new_voxel` is stored under it and returned, unless new_voxel < 0
-  // (no room left), then -1 is returned and nothing stored.
-  int32_t find_or_insert(key_t key, int32_t new_voxel) {
-    uint64_t at = home(key);
-    while (true) {
-      Slot& s = slots_[at];
-      if (s.key == key) return s.voxel;
-      if (s.key == kEmpty) {
-        if (new_voxel >= 0) {
-          s.key = key;
-          s.voxel = new_voxel;
-        }
-        return new_voxel;
-      }
-      at = (at + 1) & mask_;
-    }
-  }
-
- private:
   struct Slot {
     key_t key;
     int32_t voxel;
   };
+  // The slot that holds `key`, or the empty slot where it belongs (key == kEmpty).
+  Slot& locate(key_t key) {
+    uint64_t at = home(key);
+    while (slots_[at].key != key && slots_[at].key != kEmpty) at = (at + 1) & mask_;
+    return slots_[at];
+  }
+
+ private:
   uint64_t mask_;
   int shift_;
   std::unique_ptr<Slot[]> slots_;
@@ -190,73 +179,101 @@ struct HardCloud {
   int64_t kept = 0, outside = 0, non_finite = 0;
 };
 
-// Steps A and B of hard voxelization for one cloud, one thread: the serial walk of group_serial
-// (voxels numbered at their first point, a voxel's running count is a point's slot), keeping only
-// what the output needs. Voxels after the first max_voxels are never stored, so the table holds at
-// most min(points, max_voxels) keys. `ready_keys`: the cloud's keys when step A already ran in
-// parallel, else nullptr (keys are then computed a chunk at a time into an L1-sized buffer, so that
-// the table slot of a point can be prefetched a few points ahead).
+// Keys of points [first, first + size) for the hard walk, compacted: the keys of the points inside
+// the grid go to key_out with their input index in index_out (returns how many); the dropped ones
+// are only counted. voxel_key's early exit for points outside the range is kept: on a sweep they come
+// in long runs (e.g. everything behind the car), so that branch is well predicted.
+template <typename scalar_t>
+int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, int64_t size, const GridParams& g,
+                     int64_t* key_out, int32_t* index_out, int64_t& outside, int64_t& non_finite) {
+  int64_t kept = 0, dropped_outside = 0, dropped_non_finite = 0;
+  for (int64_t j = 0; j < size; ++j) {
+    const scalar_t* row = points + (first + j) * channels;
+    const int64_t key = voxel_key<scalar_t>(row[0], row[1], row[2], g);
+    key_out[kept] = key;
+    index_out[kept] = static_cast<int32_t>(first + j);
+    kept += key >= 0;
+    dropped_outside += key == kOutsideRange;
+    dropped_non_finite += key == kNonFinite;
+  }
+  outside += dropped_outside;
+  non_finite += dropped_non_finite;
+  return kept;
+}
+
+// The same from keys computed by voxel_key in step A (kOutsideRange / kNonFinite for dropped points).
+inline int64_t compact_ready_keys(const int64_t* keys, int64_t first, int64_t size, int64_t* key_out,
+                                  int32_t* index_out, int64_t& outside, int64_t& non_finite) {
+  int64_t kept = 0, dropped_outside = 0, dropped_non_finite = 0;
+  for (int64_t j = 0; j < size; ++j) {
+    const int64_t key = keys[j];
+    key_out[kept] = key;
+    index_out[kept] = static_cast<int32_t>(first + j);
+    kept += key >= 0;
+    dropped_outside += key == kOutsideRange;
+    dropped_non_finite += key == kNonFinite;
+  }
+  outside += dropped_outside;
+  non_finite += dropped_non_finite;
+  return kept;
+}
+
+// Steps A and B of hard voxelization for one cloud, one thread: the serial walk of VoxelNet / SECOND
+// (voxels numbered at their first point, so by first appearance; a voxel's running count is the slot
+// of a point in it), keeping what the output needs: per voxel its key, count and first points.
+// Voxels after the first max_voxels are never stored, so the table holds at most
+// min(points, max_voxels) keys. Keys are made a chunk at a time into L1-sized buffers, so that the
+// table slot of a point is prefetched a few points ahead. `ready_keys`: the cloud's keys when step A
+// already ran in parallel, else nullptr.
+//
+// The walk has no data-dependent branch but the probe loop: whether a point opens a voxel, finds one,
+// or finds none (over max_voxels), and whether its slot is under P, are selects, and the writes they
+// would skip go to a spare voxel row (number `room`) that is never output. On a LiDAR sweep these
+// outcomes alternate unpredictably, and mispredicted branches were the cost of the walk.
 template <typename scalar_t, typename key_t>
 void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid, int64_t begin, int64_t end,
                const int64_t* ready_keys, int64_t max_points, int64_t max_voxels, HardCloud& out) {
   const int64_t room = std::min(end - begin, max_voxels);
   const int64_t stride = std::min(end - begin, max_points);
+  const int32_t spare = static_cast<int32_t>(room);
   VoxelTable<key_t> table(room);
   out.stride = stride;
-  out.key = uninitialized<int64_t>(room);
-  out.count = uninitialized<int32_t>(room);
-  out.members = uninitialized<int32_t>(room * stride);
+  out.key = uninitialized<int64_t>(room + 1);
+  out.count = uninitialized<int32_t>(room + 1);
+  out.members = uninitialized<int32_t>((room + 1) * stride);
   // Locals, not members of `out`: stores through those could alias and would be redone every point.
   int64_t* key_of_voxel = out.key.get();
   int32_t* count = out.count.get();
   int32_t* members = out.members.get();
-  int64_t voxels = 0, kept = 0, outside = 0, non_finite = 0;
-  // Consecutive LiDAR returns often share a voxel: remember the last one and skip the probe.
-  int64_t last_key = -1;
-  int32_t last_voxel = -1;
+  count[spare] = 0;
+  int64_t voxels = 0, outside = 0, non_finite = 0;
   constexpr int64_t kChunk = 512;
   int64_t chunk_key[kChunk];
+  int32_t chunk_index[kChunk];
   for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
     const int64_t size = std::min(kChunk, end - chunk);
-    const int64_t* keys = chunk_key;
-    if (ready_keys != nullptr) {
-      keys = ready_keys + (chunk - begin);
-    } else {
-      for (int64_t j = 0; j < size; ++j) {
-        const scalar_t* row = points + (chunk + j) * channels;
-        chunk_key[j] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
-      }
-    }
-    for (int64_t j = 0; j < size; ++j) {
-      if (j + kPrefetchDistance < size) {
-        // A key equal to its predecessor's was prefetched already (and will hit the last-voxel cache).
-        const int64_t ahead = keys[j + kPrefetchDistance];
-        if (ahead >= 0 && ahead != keys[j + kPrefetchDistance - 1]) table.prefetch(static_cast<key_t>(ahead));
-      }
-      const int64_t key = keys[j];
-      if (key < 0) {
-        outside += key == kOutsideRange;
-        non_finite += key == kNonFinite;
-        continue;
-      }
-      if (key != last_key) {
-        last_key = key;
-        const int32_t fresh = voxels < max_voxels ? static_cast<int32_t>(voxels) : -1;
-        last_voxel = table.find_or_insert(static_cast<key_t>(key), fresh);
-        if (last_voxel >= 0 && last_voxel == voxels) {  // inserted: a new voxel
-          key_of_voxel[voxels] = key;
-          count[voxels] = 0;
-          ++voxels;
-        }
-      }
-      if (last_voxel < 0) continue;  // a voxel beyond max_voxels
-      const int32_t slot = count[last_voxel]++;
-      if (slot < max_points) {  // then also slot < stride
-        members[last_voxel * stride + slot] = static_cast<int32_t>(chunk + j);
-        ++kept;
-      }
+    const int64_t inside =
+        ready_keys != nullptr
+            ? compact_ready_keys(ready_keys + (chunk - begin), chunk, size, chunk_key, chunk_index, outside, non_finite)
+            : compact_keys<scalar_t>(points, channels, chunk, size, grid, chunk_key, chunk_index, outside, non_finite);
+    for (int64_t j = 0; j < inside; ++j) {
+      if (j + kPrefetchDistance < inside) table.prefetch(static_cast<key_t>(chunk_key[j + kPrefetchDistance]));
+      const key_t key = static_cast<key_t>(chunk_key[j]);
+      auto& slot_of_key = table.locate(key);
+      const bool absent = slot_of_key.key != key;
+      const bool opens = absent & (voxels < max_voxels);
+      const int32_t v = absent ? (opens ? static_cast<int32_t>(voxels) : spare) : slot_of_key.voxel;
+      slot_of_key.key = opens ? key : slot_of_key.key;
+      slot_of_key.voxel = v;  // unchanged when found; ignored while the key stays empty
+      key_of_voxel[voxels] = chunk_key[j];  // kept only when the voxel opens (voxels grows)
+      count[voxels] = 0;                    // likewise: voxel `voxels` is not open yet (or is the spare)
+      voxels += opens;
+      const int32_t slot = count[v]++;
+      members[slot < max_points ? v * stride + slot : spare * stride] = chunk_index[j];
     }
   }
+  int64_t kept = 0;
+  for (int64_t v = 0; v < voxels; ++v) kept += std::min<int64_t>(count[v], max_points);
   out.voxels = voxels;
   out.kept = kept;
   out.outside = outside;
