@@ -24,10 +24,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "common/checks.h"
@@ -49,6 +51,44 @@ constexpr int64_t kPrefetchDistance = 16;
 template <typename T>
 std::unique_ptr<T[]> uninitialized(int64_t n) {
   return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);  // no value-initialisation: written before read
+}
+
+// Runs fn(k) for every block k in [0, num_blocks) on the calling thread plus, when torch's thread
+// count is 2 or 3, one helper task on torch's inter-op pool (two threads in all; from
+// kMinThreadsToShard threads on, an ordinary parallel_for). Blocks
+// are claimed one at a time from a shared counter, so the caller never waits for a thread that has
+// not started: a helper that starts late (on a busy machine) takes only what is left, or nothing.
+// The caller waits only for blocks a helper claimed. fn must not throw. Used for the two parallel
+// steps of a hard walk with 2-3 threads, where an OpenMP region's end-of-region barrier would wait
+// for every worker to be scheduled, which on a loaded machine cost milliseconds for a 1 ms op.
+template <typename Fn>
+void run_blocks(int64_t num_blocks, const Fn& fn) {
+  if (num_blocks <= 1 || at::get_num_threads() < 2 || at::in_parallel_region()) {
+    for (int64_t k = 0; k < num_blocks; ++k) fn(k);
+    return;
+  }
+  if (at::get_num_threads() >= kMinThreadsToShard) {  // enough threads to be worth a full parallel region
+    at::parallel_for(0, num_blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) fn(k);
+    });
+    return;
+  }
+  struct State {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto state = std::make_shared<State>();
+  const auto work = [num_blocks](State& st, const Fn& f) {
+    for (int64_t k = st.next.fetch_add(1); k < num_blocks; k = st.next.fetch_add(1)) {
+      f(k);
+      st.done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  // The helper reaches fn only through a block it claimed, and the caller returns only once every
+  // block is done, so `fn` (and what it refers to) outlives every use; the state is shared.
+  const Fn* fn_ptr = &fn;
+  at::launch([state, fn_ptr, work] { work(*state, *fn_ptr); });
+  work(*state, fn);
+  while (state->done.load(std::memory_order_acquire) < num_blocks) std::this_thread::yield();
 }
 
 // One entry of the open-addressing table: 16 bytes, so a probe touches one cache line.
@@ -162,6 +202,7 @@ struct Assignment {
   std::unique_ptr<int32_t[]> first;  // (N,) sharded clouds only: first point of the voxel (local)
   std::unique_ptr<int32_t[]> count;  // (N,) sharded clouds only: voxel size, stored at its first point
   std::unique_ptr<uint8_t[]> shard;  // (N,) sharded clouds only: shard of the key, kNoShard if dropped
+  std::unique_ptr<int32_t[]> index;  // (N,) pre-keyed clouds of a hard walk: see KeyBlocks
 };
 
 constexpr uint8_t kNoShard = 255;
@@ -201,29 +242,22 @@ int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, in
   return kept;
 }
 
-// The same from keys computed by voxel_key in step A (kOutsideRange / kNonFinite for dropped points).
-inline int64_t compact_ready_keys(const int64_t* keys, int64_t first, int64_t size, int64_t* key_out,
-                                  int32_t* index_out, int64_t& outside, int64_t& non_finite) {
-  int64_t kept = 0, dropped_outside = 0, dropped_non_finite = 0;
-  for (int64_t j = 0; j < size; ++j) {
-    const int64_t key = keys[j];
-    key_out[kept] = key;
-    index_out[kept] = static_cast<int32_t>(first + j);
-    kept += key >= 0;
-    dropped_outside += key == kOutsideRange;
-    dropped_non_finite += key == kNonFinite;
-  }
-  outside += dropped_outside;
-  non_finite += dropped_non_finite;
-  return kept;
-}
+// Step A of a hard walk done in parallel beforehand: the points of the cloud in blocks of kKeyBlock,
+// each block's in-grid keys and indices compacted at the block's start (as compact_keys writes them).
+constexpr int64_t kKeyBlock = 8192;
+struct KeyBlocks {
+  const int64_t* key = nullptr;    // (cloud size,) indexed from the cloud's first point
+  const int32_t* index = nullptr;  // likewise
+  std::vector<int64_t> inside;     // (blocks,) how many keys block b holds
+  int64_t outside = 0, non_finite = 0;
+};
 
 // Steps A and B of hard voxelization for one cloud, one thread: the serial walk of VoxelNet / SECOND
 // (voxels numbered at their first point, so by first appearance; a voxel's running count is the slot
 // of a point in it), keeping what the output needs: per voxel its key, count and first points.
 // Voxels after the first max_voxels are never stored, so the table holds at most
 // min(points, max_voxels) keys. Keys are made a chunk at a time into L1-sized buffers, so that the
-// table slot of a point is prefetched a few points ahead. `ready_keys`: the cloud's keys when step A
+// table slot of a point is prefetched a few points ahead. `ready`: the cloud's keys when step A
 // already ran in parallel, else nullptr.
 //
 // The walk has no data-dependent branch but the probe loop: whether a point opens a voxel, finds one,
@@ -232,7 +266,7 @@ inline int64_t compact_ready_keys(const int64_t* keys, int64_t first, int64_t si
 // outcomes alternate unpredictably, and mispredicted branches were the cost of the walk.
 template <typename scalar_t, typename key_t>
 void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid, int64_t begin, int64_t end,
-               const int64_t* ready_keys, int64_t max_points, int64_t max_voxels, HardCloud& out) {
+               const KeyBlocks* ready, int64_t max_points, int64_t max_voxels, HardCloud& out) {
   const int64_t room = std::min(end - begin, max_voxels);
   const int64_t stride = std::min(end - begin, max_points);
   const int32_t spare = static_cast<int32_t>(room);
@@ -247,29 +281,38 @@ void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid,
   int32_t* members = out.members.get();
   count[spare] = 0;
   int64_t voxels = 0, outside = 0, non_finite = 0;
-  constexpr int64_t kChunk = 512;
-  int64_t chunk_key[kChunk];
-  int32_t chunk_index[kChunk];
-  for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
-    const int64_t size = std::min(kChunk, end - chunk);
-    const int64_t inside =
-        ready_keys != nullptr
-            ? compact_ready_keys(ready_keys + (chunk - begin), chunk, size, chunk_key, chunk_index, outside, non_finite)
-            : compact_keys<scalar_t>(points, channels, chunk, size, grid, chunk_key, chunk_index, outside, non_finite);
+  const auto walk = [&](const int64_t* keys, const int32_t* index, int64_t inside) {
     for (int64_t j = 0; j < inside; ++j) {
-      if (j + kPrefetchDistance < inside) table.prefetch(static_cast<key_t>(chunk_key[j + kPrefetchDistance]));
-      const key_t key = static_cast<key_t>(chunk_key[j]);
+      if (j + kPrefetchDistance < inside) table.prefetch(static_cast<key_t>(keys[j + kPrefetchDistance]));
+      const key_t key = static_cast<key_t>(keys[j]);
       auto& slot_of_key = table.locate(key);
       const bool absent = slot_of_key.key != key;
       const bool opens = absent & (voxels < max_voxels);
       const int32_t v = absent ? (opens ? static_cast<int32_t>(voxels) : spare) : slot_of_key.voxel;
       slot_of_key.key = opens ? key : slot_of_key.key;
-      slot_of_key.voxel = v;  // unchanged when found; ignored while the key stays empty
-      key_of_voxel[voxels] = chunk_key[j];  // kept only when the voxel opens (voxels grows)
-      count[voxels] = 0;                    // likewise: voxel `voxels` is not open yet (or is the spare)
+      slot_of_key.voxel = v;        // unchanged when found; ignored while the key stays empty
+      key_of_voxel[voxels] = keys[j];  // kept only when the voxel opens (voxels grows)
+      count[voxels] = 0;               // likewise: voxel `voxels` is not open yet (or is the spare)
       voxels += opens;
       const int32_t slot = count[v]++;
-      members[slot < max_points ? v * stride + slot : spare * stride] = chunk_index[j];
+      members[slot < max_points ? v * stride + slot : spare * stride] = index[j];
+    }
+  };
+  if (ready != nullptr) {
+    for (size_t b = 0; b < ready->inside.size(); ++b) {
+      const int64_t first = static_cast<int64_t>(b) * kKeyBlock;
+      walk(ready->key + first, ready->index + first, ready->inside[b]);
+    }
+    outside = ready->outside;
+    non_finite = ready->non_finite;
+  } else {
+    constexpr int64_t kChunk = 512;
+    int64_t chunk_key[kChunk];
+    int32_t chunk_index[kChunk];
+    for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
+      const int64_t size = std::min(kChunk, end - chunk);
+      walk(chunk_key, chunk_index,
+           compact_keys<scalar_t>(points, channels, chunk, size, grid, chunk_key, chunk_index, outside, non_finite));
     }
   }
   int64_t kept = 0;
@@ -448,6 +491,7 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
   std::vector<Cloud> clouds(num_clouds);
   const int64_t threads = at::get_num_threads();
   bool any_sharded = false, any_prekeyed = false;
+  std::vector<KeyBlocks> blocks(hard != nullptr ? num_clouds : 0);
   for (int64_t b = 0; b < num_clouds; ++b) {
     Cloud& cloud = clouds[b];
     cloud.begin = offs[b];
@@ -457,10 +501,12 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     // threads, computing the keys in parallel and walking them serially was fastest on a 2-core
     // machine (KITTI sweep: 1.5 ms against 1.8 ms for one thread and 2.4 ms for two shards); from
     // kMinThreadsToShard threads on, the walk itself is split into shards so that it scales.
-    if (threads > 1 && num_clouds < threads && size >= 2 * kPointsPerShard) {
-      if (threads >= kMinThreadsToShard) {
+    // A hard walk's parallel step A (run_blocks) pays from a few blocks of keys on.
+    const int64_t min_prekeyed = hard != nullptr ? 2 * kKeyBlock : 2 * kPointsPerShard;
+    if (threads > 1 && num_clouds < threads) {
+      if (threads >= kMinThreadsToShard && size >= 2 * kPointsPerShard) {
         cloud.num_shards = std::min<int64_t>({threads, kMaxShards, size / kPointsPerShard});
-      } else {
+      } else if (threads < kMinThreadsToShard && size >= min_prekeyed) {
         cloud.keys_ready = true;
       }
     }
@@ -481,9 +527,30 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     }
     int64_t* keys = a.key.get();
     uint8_t* shards = a.shard.get();
-    for (const Cloud& cloud : clouds) {
+    if (hard != nullptr && any_prekeyed) a.index = uninitialized<int32_t>(n);
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      const Cloud& cloud = clouds[b];
       if (cloud.num_shards == 1 && !cloud.keys_ready) continue;
       const bool sharded = cloud.num_shards > 1;
+      if (hard != nullptr && !sharded) {
+        // A hard walk's keys, compacted block by block, so that the serial walk reads only in-grid keys.
+        KeyBlocks& kb = blocks[b];
+        const int64_t num_blocks = (cloud.end - cloud.begin + kKeyBlock - 1) / kKeyBlock;
+        kb.key = keys + cloud.begin;
+        kb.index = a.index.get() + cloud.begin;
+        kb.inside.assign(num_blocks, 0);
+        std::vector<int64_t> outside(num_blocks, 0), non_finite(num_blocks, 0);
+        run_blocks(num_blocks, [&](int64_t k) {
+          const int64_t first = cloud.begin + k * kKeyBlock;
+          kb.inside[k] = compact_keys<scalar_t>(p, channels, first, std::min(kKeyBlock, cloud.end - first), grid,
+                                                keys + first, a.index.get() + first, outside[k], non_finite[k]);
+        });
+        for (int64_t k = 0; k < num_blocks; ++k) {
+          kb.outside += outside[k];
+          kb.non_finite += non_finite[k];
+        }
+        continue;
+      }
       at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const scalar_t* row = p + i * channels;
@@ -515,7 +582,7 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
       } else if (hard == nullptr) {
         group_serial<scalar_t>(p, channels, grid, a, cloud, max_voxels);
       } else {
-        const int64_t* ready = cloud.keys_ready ? a.key.get() + cloud.begin : nullptr;
+        const KeyBlocks* ready = cloud.keys_ready ? &blocks[tasks[t].cloud] : nullptr;
         HardCloud& out = (*hard)[tasks[t].cloud];
         if (narrow_keys) {
           walk_hard<scalar_t, uint32_t>(p, channels, grid, cloud.begin, cloud.end, ready, max_points, max_voxels, out);
@@ -594,7 +661,9 @@ void write_hard_cloud(const scalar_t* points, int64_t channels, const HardCloud&
                       int32_t* num_points) {
   const int64_t c = kChannels > 0 ? kChannels : channels;
   const int64_t row = max_points * c;
-  at::parallel_for(0, cloud.voxels, 2048, [&](int64_t begin, int64_t end) {
+  constexpr int64_t kVoxelBlock = 4096;
+  run_blocks((cloud.voxels + kVoxelBlock - 1) / kVoxelBlock, [&](int64_t block) {
+    const int64_t begin = block * kVoxelBlock, end = std::min(begin + kVoxelBlock, cloud.voxels);
     const int64_t* key = cloud.key.get();
     const int32_t* count = cloud.count.get();
     const int32_t* members = cloud.members.get();
