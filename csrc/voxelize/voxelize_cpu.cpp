@@ -2,22 +2,27 @@
 //
 // Voxelization runs in these steps, all deterministic whatever the thread count:
 //  A. keys: every point's voxel key (or a drop status: outside the range, non-finite).
-//  B. grouping: an open-addressing hash table (linear probing, load <= 1/2) maps a key to its voxel.
+//  B. grouping: an open-addressing hash table (linear probing) maps a key to its voxel.
 //     Memory is O(points), never O(grid cells) (KITTI at 0.05 m would be 90M cells).
 //     - A cloud handled by one thread (small clouds, or one thread) is walked once in point order,
-//       computing keys as it goes: a new key gets the next voxel number, so voxels are numbered by
-//       first appearance, and the running count of a voxel is the slot of the point inside it (the
-//       serial algorithm of VoxelNet / SECOND, with the table slot of a point prefetched ahead).
-//       Clouds of a batch run in parallel.
-//     - A large cloud (>= 2 x kPointsPerShard points) in a batch of fewer clouds than threads first gets
-//       all its keys in parallel (A). With 2-3 threads the serial walk then reads them. With more, the
-//       walk is split into shards by a hash of the key: every thread walks the whole cloud in point
-//       order but handles only its own keys, so a voxel is owned by one thread that sees its points in
-//       input order; it records each point's voxel's first point and slot.
+//       computing keys a chunk at a time as it goes: a new key gets the next voxel number, so voxels
+//       are numbered by first appearance, and the running count of a voxel is the slot of the point
+//       inside it (the serial algorithm of VoxelNet / SECOND, with the table slot of a point
+//       prefetched ahead). Clouds of a batch run in parallel.
+//       Hard voxelization (walk_hard) keeps per voxel only its key, count and the input indices of its
+//       first P points, in a branch-free walk over the in-grid keys; dynamic voxelization
+//       (group_serial) keeps a voxel per point.
+//     - A large cloud in a batch of fewer clouds than threads first gets its keys in parallel (A).
+//       With 2-3 threads the serial walk then reads them (hard voxelization: compacted block by block,
+//       on the calling thread plus one helper, see run_blocks). From kMinThreadsToShard threads on,
+//       the walk is split into shards by a hash of the key: every thread walks the whole cloud in
+//       point order but handles only its own keys, so a voxel is owned by one thread that sees its
+//       points in input order; it records each point's voxel's first point and slot.
 //  C. sharded clouds: one serial pass numbers the voxels at their first point, in point order. The
 //     result is the same as the serial walk's, bit for bit.
-//  D. output: every point is copied to (voxel, slot) in parallel; slots >= max_points_per_voxel and
-//     voxels numbered >= max_voxels are dropped ("over capacity").
+//  D. output. Hard: every voxel's (P, C) row is written once, its stored points then zeros, in
+//     parallel over voxels; voxels numbered >= max_voxels and slots >= P were never stored ("over
+//     capacity"). Dynamic: every point's voxel index.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -214,6 +219,7 @@ constexpr int64_t kMaxShards = 64;
 struct HardCloud {
   int64_t voxels = 0;                  // allocated voxels, <= max_voxels
   int64_t stride = 0;                  // min(P, cloud size): no voxel holds more points than its cloud
+  // Rows [0, voxels) are the voxels; walk_hard allocates one spare row more (see there).
   std::unique_ptr<int64_t[]> key;      // (voxels,) linear key, in first-appearance order
   std::unique_ptr<int32_t[]> count;    // (voxels,) all the voxel's points, stored or over capacity
   std::unique_ptr<int32_t[]> members;  // (voxels, stride) input index of its first min(count, P) points
