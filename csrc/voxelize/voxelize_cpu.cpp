@@ -13,15 +13,15 @@
 //       first P points, in a branch-free walk over the in-grid keys; dynamic voxelization
 //       (group_serial) keeps a voxel per point.
 //     - A large cloud in a batch of fewer clouds than threads first gets its keys in parallel (A).
-//       With 2-3 threads the serial walk then reads them (hard voxelization: compacted block by block,
-//       on the calling thread plus one helper, see run_blocks). From kMinThreadsToShard threads on,
+//       With 2-3 threads the serial walk then reads them (hard voxelization: one helper computes keys
+//       ahead of the walk, which never waits for it, see KeysAhead). From kMinThreadsToShard threads on,
 //       the walk is split into shards by a hash of the key: every thread walks the whole cloud in
 //       point order but handles only its own keys, so a voxel is owned by one thread that sees its
 //       points in input order; it records each point's voxel's first point and slot.
 //  C. sharded clouds: one serial pass numbers the voxels at their first point, in point order. The
 //     result is the same as the serial walk's, bit for bit.
-//  D. output. Hard: every voxel's (P, C) row is written once, its stored points then zeros, in
-//     parallel over voxels; voxels numbered >= max_voxels and slots >= P were never stored ("over
+//  D. output. Hard: every voxel's (P, C) row is written once, its stored points then zeros (in
+//     parallel over voxels from kMinThreadsToShard threads on); voxels numbered >= max_voxels and slots >= P were never stored ("over
 //     capacity"). Dynamic: every point's voxel index.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -34,7 +34,6 @@
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "common/checks.h"
@@ -56,44 +55,6 @@ constexpr int64_t kPrefetchDistance = 16;
 template <typename T>
 std::unique_ptr<T[]> uninitialized(int64_t n) {
   return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);  // no value-initialisation: written before read
-}
-
-// Runs fn(k) for every block k in [0, num_blocks) on the calling thread plus, when torch's thread
-// count is 2 or 3, one helper task on torch's inter-op pool (two threads in all; from
-// kMinThreadsToShard threads on, an ordinary parallel_for). Blocks
-// are claimed one at a time from a shared counter, so the caller never waits for a thread that has
-// not started: a helper that starts late (on a busy machine) takes only what is left, or nothing.
-// The caller waits only for blocks a helper claimed. fn must not throw. Used for the two parallel
-// steps of a hard walk with 2-3 threads, where an OpenMP region's end-of-region barrier would wait
-// for every worker to be scheduled, which on a loaded machine cost milliseconds for a 1 ms op.
-template <typename Fn>
-void run_blocks(int64_t num_blocks, const Fn& fn) {
-  if (num_blocks <= 1 || at::get_num_threads() < 2 || at::in_parallel_region()) {
-    for (int64_t k = 0; k < num_blocks; ++k) fn(k);
-    return;
-  }
-  if (at::get_num_threads() >= kMinThreadsToShard) {  // enough threads to be worth a full parallel region
-    at::parallel_for(0, num_blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) fn(k);
-    });
-    return;
-  }
-  struct State {
-    std::atomic<int64_t> next{0}, done{0};
-  };
-  auto state = std::make_shared<State>();
-  const auto work = [num_blocks](State& st, const Fn& f) {
-    for (int64_t k = st.next.fetch_add(1); k < num_blocks; k = st.next.fetch_add(1)) {
-      f(k);
-      st.done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  // The helper reaches fn only through a block it claimed, and the caller returns only once every
-  // block is done, so `fn` (and what it refers to) outlives every use; the state is shared.
-  const Fn* fn_ptr = &fn;
-  at::launch([state, fn_ptr, work] { work(*state, *fn_ptr); });
-  work(*state, fn);
-  while (state->done.load(std::memory_order_acquire) < num_blocks) std::this_thread::yield();
 }
 
 // One entry of the open-addressing table: 16 bytes, so a probe touches one cache line.
@@ -207,7 +168,6 @@ struct Assignment {
   std::unique_ptr<int32_t[]> first;  // (N,) sharded clouds only: first point of the voxel (local)
   std::unique_ptr<int32_t[]> count;  // (N,) sharded clouds only: voxel size, stored at its first point
   std::unique_ptr<uint8_t[]> shard;  // (N,) sharded clouds only: shard of the key, kNoShard if dropped
-  std::unique_ptr<int32_t[]> index;  // (N,) pre-keyed clouds of a hard walk: see KeyBlocks
 };
 
 constexpr uint8_t kNoShard = 255;
@@ -248,15 +208,67 @@ int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, in
   return kept;
 }
 
-// Step A of a hard walk done in parallel beforehand: the points of the cloud in blocks of kKeyBlock,
-// each block's in-grid keys and indices compacted at the block's start (as compact_keys writes them).
+// Keys of a large cloud for a hard walk with 2-3 threads. The walking thread computes keys block by
+// block from the front as it walks; one helper task on torch's inter-op pool computes blocks from the
+// back, ahead of it. A block belongs to whoever claims it first, and the walker never waits: a block
+// the helper holds but has not finished, the walker computes again into its own buffers. So a helper
+// that starts late or is descheduled (a busy machine) costs nothing, and with a free core the walker
+// finds the back part of the cloud ready. (An OpenMP region's closing barrier waits for every worker
+// to be scheduled: on a loaded 2-core machine that cost milliseconds for a 1 ms op.) This state, with
+// the helper's buffers and a reference to the points, is shared with the helper, which may outlive
+// the op; the helper touches nothing else.
 constexpr int64_t kKeyBlock = 8192;
-struct KeyBlocks {
-  const int64_t* key = nullptr;    // (cloud size,) indexed from the cloud's first point
-  const int32_t* index = nullptr;  // likewise
-  std::vector<int64_t> inside;     // (blocks,) how many keys block b holds
-  int64_t outside = 0, non_finite = 0;
+enum BlockOwner : int { kFree = 0, kHelperBusy = 1, kHelperDone = 2, kWalker = 3 };
+
+template <typename scalar_t>
+struct KeysAhead {
+  at::Tensor points;  // (N, C) contiguous; held so that its data outlives the helper
+  int64_t channels = 0, begin = 0, end = 0, num_blocks = 0;
+  GridParams grid{};
+  std::unique_ptr<int64_t[]> key;    // (end - begin,): block k's keys compacted at k * kKeyBlock
+  std::unique_ptr<int32_t[]> index;  // likewise, their input indices
+  std::unique_ptr<std::atomic<int>[]> owner;                // (num_blocks,) BlockOwner
+  std::unique_ptr<int64_t[]> inside, outside, non_finite;   // (num_blocks,) results of the helper's blocks
+
+  // compact_keys of block k into this state's buffers; returns its number of in-grid keys.
+  int64_t compute(int64_t k, int64_t& out_outside, int64_t& out_non_finite) {
+    const int64_t first = begin + k * kKeyBlock;
+    return compact_keys<scalar_t>(points.data_ptr<scalar_t>(), channels, first, std::min(kKeyBlock, end - first),
+                                  grid, key.get() + k * kKeyBlock, index.get() + k * kKeyBlock, out_outside,
+                                  out_non_finite);
+  }
+  // The helper: claims blocks from the back until it meets the walker.
+  void help() {
+    for (int64_t k = num_blocks - 1; k >= 0; --k) {
+      int expected = kFree;
+      if (!owner[k].compare_exchange_strong(expected, kHelperBusy)) return;
+      outside[k] = non_finite[k] = 0;
+      inside[k] = compute(k, outside[k], non_finite[k]);
+      owner[k].store(kHelperDone, std::memory_order_release);
+    }
+  }
 };
+
+template <typename scalar_t>
+std::shared_ptr<KeysAhead<scalar_t>> start_keys_ahead(const at::Tensor& points, int64_t begin, int64_t end,
+                                                      const GridParams& grid) {
+  auto ahead = std::make_shared<KeysAhead<scalar_t>>();
+  ahead->points = points;
+  ahead->channels = points.size(1);
+  ahead->begin = begin;
+  ahead->end = end;
+  ahead->grid = grid;
+  ahead->num_blocks = (end - begin + kKeyBlock - 1) / kKeyBlock;
+  ahead->key = uninitialized<int64_t>(end - begin);
+  ahead->index = uninitialized<int32_t>(end - begin);
+  ahead->owner.reset(new std::atomic<int>[ahead->num_blocks]);
+  for (int64_t k = 0; k < ahead->num_blocks; ++k) ahead->owner[k].store(kFree, std::memory_order_relaxed);
+  ahead->inside = uninitialized<int64_t>(ahead->num_blocks);
+  ahead->outside = uninitialized<int64_t>(ahead->num_blocks);
+  ahead->non_finite = uninitialized<int64_t>(ahead->num_blocks);
+  at::launch([ahead] { ahead->help(); });
+  return ahead;
+}
 
 // Steps A and B of hard voxelization for one cloud, one thread: the serial walk of VoxelNet / SECOND
 // (voxels numbered at their first point, so by first appearance; a voxel's running count is the slot
@@ -272,7 +284,7 @@ struct KeyBlocks {
 // outcomes alternate unpredictably, and mispredicted branches were the cost of the walk.
 template <typename scalar_t, typename key_t>
 void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid, int64_t begin, int64_t end,
-               const KeyBlocks* ready, int64_t max_points, int64_t max_voxels, HardCloud& out) {
+               KeysAhead<scalar_t>* ready, int64_t max_points, int64_t max_voxels, HardCloud& out) {
   const int64_t room = std::min(end - begin, max_voxels);
   const int64_t stride = std::min(end - begin, max_points);
   const int32_t spare = static_cast<int32_t>(room);
@@ -304,22 +316,33 @@ void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid,
       members[slot < max_points ? v * stride + slot : spare * stride] = index[j];
     }
   };
-  if (ready != nullptr) {
-    for (size_t b = 0; b < ready->inside.size(); ++b) {
-      const int64_t first = static_cast<int64_t>(b) * kKeyBlock;
-      walk(ready->key + first, ready->index + first, ready->inside[b]);
-    }
-    outside = ready->outside;
-    non_finite = ready->non_finite;
-  } else {
-    constexpr int64_t kChunk = 512;
-    int64_t chunk_key[kChunk];
-    int32_t chunk_index[kChunk];
-    for (int64_t chunk = begin; chunk < end; chunk += kChunk) {
-      const int64_t size = std::min(kChunk, end - chunk);
+  constexpr int64_t kChunk = 512;
+  int64_t chunk_key[kChunk];
+  int32_t chunk_index[kChunk];
+  const auto walk_range = [&](int64_t first, int64_t last) {  // keys made here, a chunk at a time
+    for (int64_t chunk = first; chunk < last; chunk += kChunk) {
+      const int64_t size = std::min(kChunk, last - chunk);
       walk(chunk_key, chunk_index,
            compact_keys<scalar_t>(points, channels, chunk, size, grid, chunk_key, chunk_index, outside, non_finite));
     }
+  };
+  if (ready != nullptr) {
+    for (int64_t k = 0; k < ready->num_blocks; ++k) {
+      int owner = kFree;
+      if (ready->owner[k].compare_exchange_strong(owner, kWalker)) {
+        const int64_t inside = ready->compute(k, outside, non_finite);
+        walk(ready->key.get() + k * kKeyBlock, ready->index.get() + k * kKeyBlock, inside);
+      } else if (owner == kHelperDone) {  // the failed exchange read it with acquire ordering
+        walk(ready->key.get() + k * kKeyBlock, ready->index.get() + k * kKeyBlock, ready->inside[k]);
+        outside += ready->outside[k];
+        non_finite += ready->non_finite[k];
+      } else {  // the helper is on it: not worth waiting for
+        const int64_t first = begin + k * kKeyBlock;
+        walk_range(first, std::min(first + kKeyBlock, end));
+      }
+    }
+  } else {
+    walk_range(begin, end);
   }
   int64_t kept = 0;
   for (int64_t v = 0; v < voxels; ++v) kept += std::min<int64_t>(count[v], max_points);
@@ -497,7 +520,7 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
   std::vector<Cloud> clouds(num_clouds);
   const int64_t threads = at::get_num_threads();
   bool any_sharded = false, any_prekeyed = false;
-  std::vector<KeyBlocks> blocks(hard != nullptr ? num_clouds : 0);
+  std::vector<std::shared_ptr<KeysAhead<scalar_t>>> ahead(hard != nullptr ? num_clouds : 0);
   for (int64_t b = 0; b < num_clouds; ++b) {
     Cloud& cloud = clouds[b];
     cloud.begin = offs[b];
@@ -507,7 +530,7 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     // threads, computing the keys in parallel and walking them serially was fastest on a 2-core
     // machine (KITTI sweep: 1.5 ms against 1.8 ms for one thread and 2.4 ms for two shards); from
     // kMinThreadsToShard threads on, the walk itself is split into shards so that it scales.
-    // A hard walk's parallel step A (run_blocks) pays from a few blocks of keys on.
+    // A hard walk's keys ahead (KeysAhead) pay from a few blocks of keys on.
     const int64_t min_prekeyed = hard != nullptr ? 2 * kKeyBlock : 2 * kPointsPerShard;
     if (threads > 1 && num_clouds < threads) {
       if (threads >= kMinThreadsToShard && size >= 2 * kPointsPerShard) {
@@ -523,7 +546,13 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     a.voxel = uninitialized<int32_t>(n);
     a.slot = uninitialized<int32_t>(n);
   }
-  if (any_sharded || any_prekeyed) {
+  if (hard != nullptr) {
+    // Step A of a hard walk's pre-keyed clouds: a helper starts on their keys; the walk does the rest.
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      if (clouds[b].keys_ready) ahead[b] = start_keys_ahead<scalar_t>(points, clouds[b].begin, clouds[b].end, grid);
+    }
+  }
+  if (any_sharded || (hard == nullptr && any_prekeyed)) {
     // Step A for the sharded and pre-keyed clouds, in parallel over their points.
     a.key = uninitialized<int64_t>(n);
     if (any_sharded) {
@@ -533,30 +562,11 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     }
     int64_t* keys = a.key.get();
     uint8_t* shards = a.shard.get();
-    if (hard != nullptr && any_prekeyed) a.index = uninitialized<int32_t>(n);
     for (int64_t b = 0; b < num_clouds; ++b) {
       const Cloud& cloud = clouds[b];
       if (cloud.num_shards == 1 && !cloud.keys_ready) continue;
       const bool sharded = cloud.num_shards > 1;
-      if (hard != nullptr && !sharded) {
-        // A hard walk's keys, compacted block by block, so that the serial walk reads only in-grid keys.
-        KeyBlocks& kb = blocks[b];
-        const int64_t num_blocks = (cloud.end - cloud.begin + kKeyBlock - 1) / kKeyBlock;
-        kb.key = keys + cloud.begin;
-        kb.index = a.index.get() + cloud.begin;
-        kb.inside.assign(num_blocks, 0);
-        std::vector<int64_t> outside(num_blocks, 0), non_finite(num_blocks, 0);
-        run_blocks(num_blocks, [&](int64_t k) {
-          const int64_t first = cloud.begin + k * kKeyBlock;
-          kb.inside[k] = compact_keys<scalar_t>(p, channels, first, std::min(kKeyBlock, cloud.end - first), grid,
-                                                keys + first, a.index.get() + first, outside[k], non_finite[k]);
-        });
-        for (int64_t k = 0; k < num_blocks; ++k) {
-          kb.outside += outside[k];
-          kb.non_finite += non_finite[k];
-        }
-        continue;
-      }
+      if (hard != nullptr && !sharded) continue;  // KeysAhead above
       at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const scalar_t* row = p + i * channels;
@@ -588,7 +598,7 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
       } else if (hard == nullptr) {
         group_serial<scalar_t>(p, channels, grid, a, cloud, max_voxels);
       } else {
-        const KeyBlocks* ready = cloud.keys_ready ? &blocks[tasks[t].cloud] : nullptr;
+        KeysAhead<scalar_t>* ready = cloud.keys_ready ? ahead[tasks[t].cloud].get() : nullptr;
         HardCloud& out = (*hard)[tasks[t].cloud];
         if (narrow_keys) {
           walk_hard<scalar_t, uint32_t>(p, channels, grid, cloud.begin, cloud.end, ready, max_points, max_voxels, out);
@@ -667,9 +677,10 @@ void write_hard_cloud(const scalar_t* points, int64_t channels, const HardCloud&
                       int32_t* num_points) {
   const int64_t c = kChannels > 0 ? kChannels : channels;
   const int64_t row = max_points * c;
-  constexpr int64_t kVoxelBlock = 4096;
-  run_blocks((cloud.voxels + kVoxelBlock - 1) / kVoxelBlock, [&](int64_t block) {
-    const int64_t begin = block * kVoxelBlock, end = std::min(begin + kVoxelBlock, cloud.voxels);
+  // In parallel only with many threads: with 2-3 this step is too short (~5% of the op) to repay a
+  // parallel region, whose end waits for every worker to be scheduled (see KeysAhead).
+  const int64_t grain = at::get_num_threads() >= kMinThreadsToShard ? 4096 : std::numeric_limits<int64_t>::max();
+  at::parallel_for(0, cloud.voxels, grain, [&](int64_t begin, int64_t end) {
     const int64_t* key = cloud.key.get();
     const int32_t* count = cloud.count.get();
     const int32_t* members = cloud.members.get();
