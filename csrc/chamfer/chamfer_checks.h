@@ -3,30 +3,8 @@
 
 #include "common/checks.h"
 
-#include <limits>
-
 namespace pointmae {
 namespace chamfer {
-
-// Returns the number of clouds B.
-inline int64_t check_forward(const at::Tensor& x, const at::Tensor& x_offsets, const at::Tensor& y,
-                             const at::Tensor& y_offsets) {
-  const char* op = "pointmae.chamfer_distance";
-  check_points(op, "x", x);
-  check_points(op, "y", y);
-  check_same_device(op, "y", y, x, "x");
-  check_same_dtype(op, "y", y, x, "x");
-  check_offsets(op, "x_offsets", x_offsets, x.size(0), x);
-  check_offsets(op, "y_offsets", y_offsets, y.size(0), y);
-  TORCH_CHECK_VALUE(x_offsets.size(0) == y_offsets.size(0), op,
-                    ": `x_offsets` and `y_offsets` must describe the same number of clouds, got ",
-                    x_offsets.size(0) - 1, " and ", y_offsets.size(0) - 1);
-  // Kernels keep indices local to a cloud in 32 bits (SIMD lanes of the CPU kernel).
-  TORCH_CHECK_VALUE(y.size(0) < std::numeric_limits<int32_t>::max() && x.size(0) < std::numeric_limits<int32_t>::max(),
-                    op, ": clouds of more than 2^31 - 1 points are not supported, got x ", shape_str(x), ", y ",
-                    shape_str(y));
-  return x_offsets.size(0) - 1;
-}
 
 inline void check_index_into(const char* op, const char* name, const at::Tensor& idx, int64_t n_rows,
                              int64_t n_targets, const at::Tensor& like) {

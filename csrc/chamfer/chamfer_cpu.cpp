@@ -210,7 +210,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cpu(
                                                                                 const at::Tensor& x_offsets,
                                                                                 const at::Tensor& y,
                                                                                 const at::Tensor& y_offsets) {
-  const int64_t clouds = chamfer::check_forward(x, x_offsets, y, y_offsets);
+  const int64_t clouds = check_point_pair("pointmae.chamfer_distance", "x", x, "x_offsets", x_offsets, "y", y,
+                                          "y_offsets", y_offsets);
   const int64_t nx = x.size(0), ny = y.size(0);
   auto dist_x = at::empty({nx}, x.options());
   auto dist_y = at::empty({ny}, y.options());

@@ -144,7 +144,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cuda
                                                                                  const at::Tensor& x_offsets_in,
                                                                                  const at::Tensor& y_in,
                                                                                  const at::Tensor& y_offsets_in) {
-  const int64_t clouds = chamfer::check_forward(x_in, x_offsets_in, y_in, y_offsets_in);
+  const int64_t clouds = check_point_pair("pointmae.chamfer_distance", "x", x_in, "x_offsets", x_offsets_in, "y",
+                                          y_in, "y_offsets", y_offsets_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto x = x_in.contiguous(), y = y_in.contiguous();
   const auto xo = x_offsets_in.contiguous(), yo = y_offsets_in.contiguous();

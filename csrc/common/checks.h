@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <string>
 
 namespace pointmae {
@@ -59,6 +60,28 @@ inline void check_same_dtype(const char* op, const char* name, const at::Tensor&
                              const char* like_name) {
   TORCH_CHECK_VALUE(t.scalar_type() == like.scalar_type(), op, ": `", name, "` must have the dtype of `",
                     like_name, "` (", like.scalar_type(), "), got ", t.scalar_type());
+}
+
+// Two packed point sets matched cloud by cloud (chamfer_distance's x and y, knn / ball_query's query and
+// points): both (N, 3) floating with one dtype and device, valid offsets, the same number of clouds B,
+// and fewer than 2^31 - 1 rows each (the kernels keep indices local to a cloud in 32 bits). Returns B.
+inline int64_t check_point_pair(const char* op, const char* a_name, const at::Tensor& a, const char* a_offsets_name,
+                                const at::Tensor& a_offsets, const char* b_name, const at::Tensor& b,
+                                const char* b_offsets_name, const at::Tensor& b_offsets) {
+  check_points(op, a_name, a);
+  check_points(op, b_name, b);
+  check_same_device(op, b_name, b, a, a_name);
+  check_same_dtype(op, b_name, b, a, a_name);
+  check_offsets(op, a_offsets_name, a_offsets, a.size(0), a);
+  check_offsets(op, b_offsets_name, b_offsets, b.size(0), b);
+  TORCH_CHECK_VALUE(a_offsets.size(0) == b_offsets.size(0), op, ": `", a_offsets_name, "` and `", b_offsets_name,
+                    "` must describe the same number of clouds B (cloud b of `", a_name, "` goes with cloud b of `",
+                    b_name, "`), got ", a_offsets.size(0) - 1, " and ", b_offsets.size(0) - 1, " clouds (lengths ",
+                    a_offsets.size(0), " and ", b_offsets.size(0), ")");
+  constexpr int64_t kMaxRows = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK_VALUE(a.size(0) < kMaxRows && b.size(0) < kMaxRows, op, ": `", a_name, "` and `", b_name,
+                    "` must have fewer than 2^31 - 1 rows each, got shapes ", shape_str(a), " and ", shape_str(b));
+  return a_offsets.size(0) - 1;
 }
 
 }  // namespace pointmae

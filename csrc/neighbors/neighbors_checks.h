@@ -5,7 +5,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "common/checks.h"
@@ -39,20 +38,9 @@ inline void check_finite(const char* op, const char* name, const at::Tensor& t) 
 
 inline Batches check_neighbor_inputs(const char* op, const at::Tensor& query, const at::Tensor& query_offsets,
                                      const at::Tensor& points, const at::Tensor& point_offsets, int64_t k) {
-  check_points(op, "query", query);
-  check_points(op, "points", points);
-  check_same_dtype(op, "points", points, query, "query");
-  check_same_device(op, "points", points, query, "query");
-  check_offsets(op, "query_offsets", query_offsets, query.size(0), query);
-  check_offsets(op, "point_offsets", point_offsets, points.size(0), points);
-  TORCH_CHECK_VALUE(query_offsets.size(0) == point_offsets.size(0), op,
-                    ": `query_offsets` and `point_offsets` must describe the same number of clouds B (query "
-                    "cloud b searches point cloud b), got query_offsets of length ",
-                    query_offsets.size(0), " and point_offsets of length ", point_offsets.size(0));
+  check_point_pair(op, "query", query, "query_offsets", query_offsets, "points", points, "point_offsets",
+                   point_offsets);
   TORCH_CHECK_VALUE(k >= 0, op, ": `k` must be >= 0, got ", k);
-  // Indices within one cloud are held in 32 bits on the device; no real cloud comes near this.
-  TORCH_CHECK_VALUE(points.size(0) < std::numeric_limits<int32_t>::max(), op,
-                    ": `points` must have fewer than 2^31 - 1 rows, got ", points.size(0));
   check_finite(op, "query", query);
   check_finite(op, "points", points);
   return Batches{offsets_to_host(query_offsets), offsets_to_host(point_offsets)};

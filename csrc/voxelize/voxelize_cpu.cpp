@@ -2,28 +2,34 @@
 //
 // Voxelization runs in these steps, all deterministic whatever the thread count:
 //  A. keys: every point's voxel key (or a drop status: outside the range, non-finite).
-//  B. grouping: an open-addressing hash table (linear probing, load <= 1/2) maps a key to its voxel.
+//  B. grouping: an open-addressing hash table (linear probing) maps a key to its voxel.
 //     Memory is O(points), never O(grid cells) (KITTI at 0.05 m would be 90M cells).
 //     - A cloud handled by one thread (small clouds, or one thread) is walked once in point order,
-//       computing keys as it goes: a new key gets the next voxel number, so voxels are numbered by
-//       first appearance, and the running count of a voxel is the slot of the point inside it (the
-//       serial algorithm of VoxelNet / SECOND, with the table slot of a point prefetched ahead).
-//       Clouds of a batch run in parallel.
-//     - A large cloud (>= 2 x kPointsPerShard points) in a batch of fewer clouds than threads first gets
-//       all its keys in parallel (A). With 2-3 threads the serial walk then reads them. With more, the
-//       walk is split into shards by a hash of the key: every thread walks the whole cloud in point
-//       order but handles only its own keys, so a voxel is owned by one thread that sees its points in
-//       input order; it records each point's voxel's first point and slot.
+//       computing keys a chunk at a time as it goes: a new key gets the next voxel number, so voxels
+//       are numbered by first appearance, and the running count of a voxel is the slot of the point
+//       inside it (the serial algorithm of VoxelNet / SECOND, with the table slot of a point
+//       prefetched ahead). Clouds of a batch run in parallel.
+//       Hard voxelization (walk_hard) keeps per voxel only its key, count and the input indices of its
+//       first P points, in a branch-free walk over the in-grid keys; dynamic voxelization
+//       (group_serial) keeps a voxel per point.
+//     - A large cloud in a batch of fewer clouds than threads first gets its keys in parallel (A).
+//       With 2-3 threads the serial walk then reads them (hard voxelization: one helper computes keys
+//       ahead of the walk, which never waits for it, see KeysAhead). From kMinThreadsToShard threads on,
+//       the walk is split into shards by a hash of the key: every thread walks the whole cloud in
+//       point order but handles only its own keys, so a voxel is owned by one thread that sees its
+//       points in input order; it records each point's voxel's first point and slot.
 //  C. sharded clouds: one serial pass numbers the voxels at their first point, in point order. The
 //     result is the same as the serial walk's, bit for bit.
-//  D. output: every point is copied to (voxel, slot) in parallel; slots >= max_points_per_voxel and
-//     voxels numbered >= max_voxels are dropped ("over capacity").
+//  D. output. Hard: every voxel's (P, C) row is written once, its stored points then zeros (in
+//     parallel over voxels from kMinThreadsToShard threads on); voxels numbered >= max_voxels and slots >= P were never stored ("over
+//     capacity"). Dynamic: every point's voxel index.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -43,6 +49,7 @@ namespace {
 constexpr int64_t kPointsPerShard = 32768;
 constexpr int64_t kMinThreadsToShard = 4;
 constexpr uint64_t kSparseTableBytes = 512 * 1024;
+constexpr uint64_t kRetainedTableBytes = 8 * 1024 * 1024;
 // How many points ahead the table slot is prefetched (about a memory latency of work).
 constexpr int64_t kPrefetchDistance = 16;
 
@@ -58,6 +65,8 @@ struct Entry {
   int32_t count;  // points of this voxel seen so far
 };
 
+// The table of group_serial (voxelize_dynamic) and of sharded walks; hard voxelization's serial walk
+// uses VoxelTable below.
 class Table {
  public:
   explicit Table(int64_t members) {
@@ -65,7 +74,8 @@ class Table {
     while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1;  // load <= 1/2
     // A small table (e.g. capped by max_voxels = 16000) is made sparser, load <= 1/4, while it stays
     // cache-sized: misses (points of voxels beyond the cap) then end after ~1.4 probes instead of ~2.5.
-    // Measured on KITTI: 1.5 ms instead of 1.7 ms; doubling a larger table was slower.
+    // Measured on KITTI (with the earlier hard walk): 1.5 ms instead of 1.7 ms; doubling a larger table
+    // was slower.
     if (capacity * sizeof(Entry) <= kSparseTableBytes) capacity <<= 1;
     mask_ = capacity - 1;
     entries_ = uninitialized<Entry>(static_cast<int64_t>(capacity));
@@ -99,6 +109,63 @@ class Table {
   std::unique_ptr<Entry[]> entries_;
 };
 
+// The table of the hard voxelization walk (walk_hard): key -> voxel number, 8 bytes per entry when the
+// grid's keys fit in 32 bits (every real grid: KITTI at 0.05 m has 9e7 cells), so the table of a
+// capped walk (16k-40k voxels) stays in the L2 cache; 16 bytes otherwise. The point counts live in a
+// dense per-voxel array instead, which the output step reads in voxel order.
+template <typename key_t>
+class VoxelTable {
+ public:
+  static constexpr key_t kEmpty = static_cast<key_t>(~key_t(0));
+  explicit VoxelTable(int64_t members) {
+    uint64_t capacity = 16;
+    int bits = 4;
+    while (capacity < 2 * static_cast<uint64_t>(members)) capacity <<= 1, ++bits;  // load <= 1/2
+    // Sparser (load <= 1/4) while it stays cache-sized: misses (points of voxels beyond max_voxels)
+    // then end after ~1.4 probes instead of ~2.5.
+    if (capacity * sizeof(Slot) <= kSparseTableBytes) capacity <<= 1, ++bits;
+    mask_ = capacity - 1;
+    shift_ = 64 - bits;
+    // Tables up to kRetainedTableBytes live in a per-thread buffer kept across calls (a table is used
+    // only inside one walk). A fresh multi-MB allocation per call was, depending on the allocator's
+    // state, handed back to the OS and page-faulted in again on every call: +3 ms on a KITTI sweep at
+    // max_voxels 150000 in a process that had voxelized with max_voxels 16000 before.
+    thread_local std::unique_ptr<Slot[]> retained;
+    thread_local uint64_t retained_capacity = 0;
+    if (capacity * sizeof(Slot) <= kRetainedTableBytes) {
+      if (retained_capacity < capacity) {
+        retained = uninitialized<Slot>(static_cast<int64_t>(capacity));
+        retained_capacity = capacity;
+      }
+      slots_ = retained.get();
+    } else {
+      owned_ = uninitialized<Slot>(static_cast<int64_t>(capacity));
+      slots_ = owned_.get();
+    }
+    std::memset(static_cast<void*>(slots_), 0xff, capacity * sizeof(Slot));  // every key kEmpty
+  }
+  // Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): the top bits of key * 2^64 / phi. One multiply;
+  // neighbouring cells of the grid land far apart, so linear probing stays short.
+  uint64_t home(key_t key) const { return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_; }
+  void prefetch(key_t key) const { __builtin_prefetch(&slots_[home(key)]); }
+  struct Slot {
+    key_t key;
+    int32_t voxel;
+  };
+  // The slot that holds `key`, or the empty slot where it belongs (key == kEmpty).
+  Slot& locate(key_t key) {
+    uint64_t at = home(key);
+    while (slots_[at].key != key && slots_[at].key != kEmpty) at = (at + 1) & mask_;
+    return slots_[at];
+  }
+
+ private:
+  uint64_t mask_;
+  int shift_;
+  Slot* slots_;
+  std::unique_ptr<Slot[]> owned_;  // a table too large to keep between calls
+};
+
 inline int64_t shard_of(uint64_t hash, int64_t num_shards) {
   // Multiply-shift on the high half of the hash: uniform over [0, num_shards), and independent of the
   // low bits that index the table.
@@ -125,6 +192,185 @@ struct Assignment {
 
 constexpr uint8_t kNoShard = 255;
 constexpr int64_t kMaxShards = 64;
+
+// Hard voxelization keeps, per voxel, the input indices of its first P points rather than a voxel and
+// slot per point: the output step then writes the (V, P, C) voxels in order, every row once (a copied
+// point or zeros), with no zero-fill pass over the output and no per-point arrays.
+struct HardCloud {
+  int64_t voxels = 0;                  // allocated voxels, <= max_voxels
+  int64_t stride = 0;                  // min(P, cloud size): no voxel holds more points than its cloud
+  // Rows [0, voxels) are the voxels; walk_hard allocates one spare row more (see there).
+  std::unique_ptr<int64_t[]> key;      // (voxels,) linear key, in first-appearance order
+  std::unique_ptr<int32_t[]> count;    // (voxels,) all the voxel's points, stored or over capacity
+  std::unique_ptr<int32_t[]> members;  // (voxels, stride) input index of its first min(count, P) points
+  int64_t kept = 0, outside = 0, non_finite = 0;
+};
+
+// Keys of points [first, first + size) for the hard walk, compacted: the keys of the points inside
+// the grid go to key_out with their input index in index_out (returns how many); the dropped ones
+// are only counted. voxel_key's early exit for points outside the range is kept: on a sweep they come
+// in long runs (e.g. everything behind the car), so that branch is well predicted.
+template <typename scalar_t>
+int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, int64_t size, const GridParams& g,
+                     int64_t* key_out, int32_t* index_out, int64_t& outside, int64_t& non_finite) {
+  int64_t kept = 0, dropped_outside = 0, dropped_non_finite = 0;
+  for (int64_t j = 0; j < size; ++j) {
+    const scalar_t* row = points + (first + j) * channels;
+    const int64_t key = voxel_key<scalar_t>(row[0], row[1], row[2], g);
+    key_out[kept] = key;
+    index_out[kept] = static_cast<int32_t>(first + j);
+    kept += key >= 0;
+    dropped_outside += key == kOutsideRange;
+    dropped_non_finite += key == kNonFinite;
+  }
+  outside += dropped_outside;
+  non_finite += dropped_non_finite;
+  return kept;
+}
+
+// Keys of a large cloud for a hard walk with 2-3 threads. The walking thread computes keys block by
+// block from the front as it walks; one helper task on torch's inter-op pool computes blocks from the
+// back, ahead of it. A block belongs to whoever claims it first, and the walker never waits: a block
+// the helper holds but has not finished, the walker computes again into its own buffers. So a helper
+// that starts late or is descheduled (a busy machine) costs nothing, and with a free core the walker
+// finds the back part of the cloud ready. (An OpenMP region's closing barrier waits for every worker
+// to be scheduled: on a loaded 2-core machine that cost milliseconds for a 1 ms op.) This state, with
+// the helper's buffers and a reference to the points, is shared with the helper, which may outlive
+// the op; the helper touches nothing else.
+constexpr int64_t kKeyBlock = 8192;
+enum BlockOwner : int { kFree = 0, kHelperBusy = 1, kHelperDone = 2, kWalker = 3 };
+
+template <typename scalar_t>
+struct KeysAhead {
+  at::Tensor points;  // (N, C) contiguous; held so that its data outlives the helper
+  int64_t channels = 0, begin = 0, end = 0, num_blocks = 0;
+  GridParams grid{};
+  std::unique_ptr<int64_t[]> key;    // (end - begin,): block k's keys compacted at k * kKeyBlock
+  std::unique_ptr<int32_t[]> index;  // likewise, their input indices
+  std::unique_ptr<std::atomic<int>[]> owner;                // (num_blocks,) BlockOwner
+  std::unique_ptr<int64_t[]> inside, outside, non_finite;   // (num_blocks,) results of the helper's blocks
+
+  // compact_keys of block k into this state's buffers; returns its number of in-grid keys.
+  int64_t compute(int64_t k, int64_t& out_outside, int64_t& out_non_finite) {
+    const int64_t first = begin + k * kKeyBlock;
+    return compact_keys<scalar_t>(points.data_ptr<scalar_t>(), channels, first, std::min(kKeyBlock, end - first),
+                                  grid, key.get() + k * kKeyBlock, index.get() + k * kKeyBlock, out_outside,
+                                  out_non_finite);
+  }
+  // The helper: claims blocks from the back until it meets the walker.
+  void help() {
+    for (int64_t k = num_blocks - 1; k >= 0; --k) {
+      int expected = kFree;
+      if (!owner[k].compare_exchange_strong(expected, kHelperBusy)) return;
+      outside[k] = non_finite[k] = 0;
+      inside[k] = compute(k, outside[k], non_finite[k]);
+      owner[k].store(kHelperDone, std::memory_order_release);
+    }
+  }
+};
+
+template <typename scalar_t>
+std::shared_ptr<KeysAhead<scalar_t>> start_keys_ahead(const at::Tensor& points, int64_t begin, int64_t end,
+                                                      const GridParams& grid) {
+  auto ahead = std::make_shared<KeysAhead<scalar_t>>();
+  ahead->points = points;
+  ahead->channels = points.size(1);
+  ahead->begin = begin;
+  ahead->end = end;
+  ahead->grid = grid;
+  ahead->num_blocks = (end - begin + kKeyBlock - 1) / kKeyBlock;
+  ahead->key = uninitialized<int64_t>(end - begin);
+  ahead->index = uninitialized<int32_t>(end - begin);
+  ahead->owner.reset(new std::atomic<int>[ahead->num_blocks]);
+  for (int64_t k = 0; k < ahead->num_blocks; ++k) ahead->owner[k].store(kFree, std::memory_order_relaxed);
+  ahead->inside = uninitialized<int64_t>(ahead->num_blocks);
+  ahead->outside = uninitialized<int64_t>(ahead->num_blocks);
+  ahead->non_finite = uninitialized<int64_t>(ahead->num_blocks);
+  at::launch([ahead] { ahead->help(); });
+  return ahead;
+}
+
+// Steps A and B of hard voxelization for one cloud, one thread: the serial walk of VoxelNet / SECOND
+// (voxels numbered at their first point, so by first appearance; a voxel's running count is the slot
+// of a point in it), keeping what the output needs: per voxel its key, count and first points.
+// Voxels after the first max_voxels are never stored, so the table holds at most
+// min(points, max_voxels) keys. Keys are made a chunk at a time into L1-sized buffers, so that the
+// table slot of a point is prefetched a few points ahead. `ready`: the cloud's keys when step A
+// already ran in parallel, else nullptr.
+//
+// The walk has no data-dependent branch but the probe loop: whether a point opens a voxel, finds one,
+// or finds none (over max_voxels), and whether its slot is under P, are selects, and the writes they
+// would skip go to a spare voxel row (number `room`) that is never output. On a LiDAR sweep these
+// outcomes alternate unpredictably, and mispredicted branches were the cost of the walk.
+template <typename scalar_t, typename key_t>
+void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid, int64_t begin, int64_t end,
+               KeysAhead<scalar_t>* ready, int64_t max_points, int64_t max_voxels, HardCloud& out) {
+  const int64_t room = std::min(end - begin, max_voxels);
+  const int64_t stride = std::min(end - begin, max_points);
+  const int32_t spare = static_cast<int32_t>(room);
+  VoxelTable<key_t> table(room);
+  out.stride = stride;
+  out.key = uninitialized<int64_t>(room + 1);
+  out.count = uninitialized<int32_t>(room + 1);
+  out.members = uninitialized<int32_t>((room + 1) * stride);
+  // Locals, not members of `out`: stores through those could alias and would be redone every point.
+  int64_t* key_of_voxel = out.key.get();
+  int32_t* count = out.count.get();
+  int32_t* members = out.members.get();
+  count[spare] = 0;
+  int64_t voxels = 0, outside = 0, non_finite = 0;
+  const auto walk = [&](const int64_t* keys, const int32_t* index, int64_t inside) {
+    for (int64_t j = 0; j < inside; ++j) {
+      if (j + kPrefetchDistance < inside) table.prefetch(static_cast<key_t>(keys[j + kPrefetchDistance]));
+      const key_t key = static_cast<key_t>(keys[j]);
+      auto& slot_of_key = table.locate(key);
+      const bool absent = slot_of_key.key != key;
+      const bool opens = absent & (voxels < max_voxels);
+      const int32_t v = absent ? (opens ? static_cast<int32_t>(voxels) : spare) : slot_of_key.voxel;
+      slot_of_key.key = opens ? key : slot_of_key.key;
+      slot_of_key.voxel = v;        // unchanged when found; ignored while the key stays empty
+      key_of_voxel[voxels] = keys[j];  // kept only when the voxel opens (voxels grows)
+      count[voxels] = 0;               // likewise: voxel `voxels` is not open yet (or is the spare)
+      voxels += opens;
+      const int32_t slot = count[v]++;
+      members[slot < max_points ? v * stride + slot : spare * stride] = index[j];
+    }
+  };
+  constexpr int64_t kChunk = 512;
+  int64_t chunk_key[kChunk];
+  int32_t chunk_index[kChunk];
+  const auto walk_range = [&](int64_t first, int64_t last) {  // keys made here, a chunk at a time
+    for (int64_t chunk = first; chunk < last; chunk += kChunk) {
+      const int64_t size = std::min(kChunk, last - chunk);
+      walk(chunk_key, chunk_index,
+           compact_keys<scalar_t>(points, channels, chunk, size, grid, chunk_key, chunk_index, outside, non_finite));
+    }
+  };
+  if (ready != nullptr) {
+    for (int64_t k = 0; k < ready->num_blocks; ++k) {
+      int owner = kFree;
+      if (ready->owner[k].compare_exchange_strong(owner, kWalker)) {
+        const int64_t inside = ready->compute(k, outside, non_finite);
+        walk(ready->key.get() + k * kKeyBlock, ready->index.get() + k * kKeyBlock, inside);
+      } else if (owner == kHelperDone) {  // the failed exchange read it with acquire ordering
+        walk(ready->key.get() + k * kKeyBlock, ready->index.get() + k * kKeyBlock, ready->inside[k]);
+        outside += ready->outside[k];
+        non_finite += ready->non_finite[k];
+      } else {  // the helper is on it: not worth waiting for
+        const int64_t first = begin + k * kKeyBlock;
+        walk_range(first, std::min(first + kKeyBlock, end));
+      }
+    }
+  } else {
+    walk_range(begin, end);
+  }
+  int64_t kept = 0;
+  for (int64_t v = 0; v < voxels; ++v) kept += std::min<int64_t>(count[v], max_points);
+  out.voxels = voxels;
+  out.kept = kept;
+  out.outside = outside;
+  out.non_finite = non_finite;
+}
 
 // Steps A and B fused, one thread for the whole cloud. Keys are computed a chunk at a time into a
 // buffer that stays in L1, so the table slot of a point can be prefetched a few points ahead. Voxels
@@ -252,19 +498,49 @@ void number_sharded(Assignment& a, Cloud& cloud) {
   cloud.non_finite = non_finite;
 }
 
-// Steps A-C.
+// A sharded cloud's result (voxel and slot per point) as a HardCloud (members per voxel).
+void hard_from_sharded(const Assignment& a, const Cloud& cloud, int64_t max_points, int64_t max_voxels,
+                       HardCloud& out) {
+  const int64_t voxels = std::min<int64_t>(static_cast<int64_t>(cloud.voxel_key.size()), max_voxels);
+  const int64_t stride = std::min(cloud.end - cloud.begin, max_points);
+  out.voxels = voxels;
+  out.stride = stride;
+  out.key = uninitialized<int64_t>(voxels);
+  out.count = uninitialized<int32_t>(voxels);
+  out.members = uninitialized<int32_t>(voxels * stride);
+  std::copy(cloud.voxel_key.begin(), cloud.voxel_key.begin() + voxels, out.key.get());
+  std::copy(cloud.voxel_count.begin(), cloud.voxel_count.begin() + voxels, out.count.get());
+  int32_t* members = out.members.get();
+  const int32_t* voxel_of = a.voxel.get();
+  const int32_t* slot_of = a.slot.get();
+  // Every (voxel, slot) is written by one point: the points can be split between threads.
+  at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t v = voxel_of[i];
+      if (v >= 0 && v < voxels && slot_of[i] < max_points) members[v * stride + slot_of[i]] = static_cast<int32_t>(i);
+    }
+  });
+  int64_t kept = 0;
+  for (int64_t v = 0; v < voxels; ++v) kept += std::min<int64_t>(out.count[v], max_points);
+  out.kept = kept;
+  out.outside = cloud.outside;
+  out.non_finite = cloud.non_finite;
+}
+
+// Steps A-C. Dynamic voxelization (hard == nullptr) gets a voxel per point in `a`. Hard voxelization
+// gets a HardCloud per cloud in `hard`; `a` then holds per-point arrays only for sharded clouds.
 template <typename scalar_t>
 std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t num_clouds, const GridParams& grid,
-                          int64_t max_voxels, Assignment& a) {
+                          int64_t max_voxels, Assignment& a, std::vector<HardCloud>* hard = nullptr,
+                          int64_t max_points = 0) {
   const int64_t n = points.size(0), channels = points.size(1);
   TORCH_CHECK_VALUE(n < std::numeric_limits<int32_t>::max(), "pointmae.voxelize: at most 2^31 - 2 points, got ", n);
-  a.voxel = uninitialized<int32_t>(n);
-  a.slot = uninitialized<int32_t>(n);
   const scalar_t* p = points.data_ptr<scalar_t>();
 
   std::vector<Cloud> clouds(num_clouds);
   const int64_t threads = at::get_num_threads();
   bool any_sharded = false, any_prekeyed = false;
+  std::vector<std::shared_ptr<KeysAhead<scalar_t>>> ahead(hard != nullptr ? num_clouds : 0);
   for (int64_t b = 0; b < num_clouds; ++b) {
     Cloud& cloud = clouds[b];
     cloud.begin = offs[b];
@@ -274,31 +550,51 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     // threads, computing the keys in parallel and walking them serially was fastest on a 2-core
     // machine (KITTI sweep: 1.5 ms against 1.8 ms for one thread and 2.4 ms for two shards); from
     // kMinThreadsToShard threads on, the walk itself is split into shards so that it scales.
-    if (threads > 1 && num_clouds < threads && size >= 2 * kPointsPerShard) {
-      if (threads >= kMinThreadsToShard) {
+    // A hard walk's keys ahead (KeysAhead) pay from a few blocks of keys on.
+    const int64_t min_prekeyed = hard != nullptr ? 2 * kKeyBlock : 2 * kPointsPerShard;
+    if (threads > 1 && num_clouds < threads) {
+      if (threads >= kMinThreadsToShard && size >= 2 * kPointsPerShard) {
         cloud.num_shards = std::min<int64_t>({threads, kMaxShards, size / kPointsPerShard});
-      } else {
+      } else if (threads < kMinThreadsToShard && size >= min_prekeyed) {
         cloud.keys_ready = true;
       }
     }
     any_sharded |= cloud.num_shards > 1;
     any_prekeyed |= cloud.keys_ready;
   }
-  if (any_sharded || any_prekeyed) {
-    // Step A for the sharded clouds, in parallel over their points.
+  if (hard == nullptr || any_sharded) {
+    a.voxel = uninitialized<int32_t>(n);
+    a.slot = uninitialized<int32_t>(n);
+  }
+  if (hard != nullptr) {
+    // Step A of a hard walk's pre-keyed clouds: a helper starts on their keys; the walk does the rest.
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      if (clouds[b].keys_ready) ahead[b] = start_keys_ahead<scalar_t>(points, clouds[b].begin, clouds[b].end, grid);
+    }
+  }
+  if (any_sharded || (hard == nullptr && any_prekeyed)) {
+    // Step A for the sharded and pre-keyed clouds, in parallel over their points.
     a.key = uninitialized<int64_t>(n);
-    a.first = uninitialized<int32_t>(n);
-    a.count = uninitialized<int32_t>(n);
-    a.shard = uninitialized<uint8_t>(n);
+    if (any_sharded) {
+      a.first = uninitialized<int32_t>(n);
+      a.count = uninitialized<int32_t>(n);
+      a.shard = uninitialized<uint8_t>(n);
+    }
     int64_t* keys = a.key.get();
     uint8_t* shards = a.shard.get();
-    for (const Cloud& cloud : clouds) {
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      const Cloud& cloud = clouds[b];
       if (cloud.num_shards == 1 && !cloud.keys_ready) continue;
+      const bool sharded = cloud.num_shards > 1;
+      if (hard != nullptr && !sharded) continue;  // KeysAhead above
       at::parallel_for(cloud.begin, cloud.end, 8192, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const scalar_t* row = p + i * channels;
-          const int64_t key = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
-          keys[i] = key;
+          keys[i] = voxel_key<scalar_t>(row[0], row[1], row[2], grid);
+        }
+        if (!sharded) return;
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t key = keys[i];
           shards[i] = key < 0 ? kNoShard
                               : static_cast<uint8_t>(shard_of(mix_hash(static_cast<uint64_t>(key)), cloud.num_shards));
         }
@@ -312,13 +608,23 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
     if (clouds[b].begin == clouds[b].end) continue;
     for (int64_t s = 0; s < clouds[b].num_shards; ++s) tasks.push_back({b, s});
   }
+  // Keys of one cloud are below the grid's cell count: 32-bit table keys when that fits (kEmpty excluded).
+  const bool narrow_keys = grid_cells(grid) < static_cast<int64_t>(std::numeric_limits<uint32_t>::max());
   at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       Cloud& cloud = clouds[tasks[t].cloud];
-      if (cloud.num_shards == 1) {
+      if (cloud.num_shards > 1) {
+        group_shard(a, cloud, tasks[t].shard);
+      } else if (hard == nullptr) {
         group_serial<scalar_t>(p, channels, grid, a, cloud, max_voxels);
       } else {
-        group_shard(a, cloud, tasks[t].shard);
+        KeysAhead<scalar_t>* ready = cloud.keys_ready ? ahead[tasks[t].cloud].get() : nullptr;
+        HardCloud& out = (*hard)[tasks[t].cloud];
+        if (narrow_keys) {
+          walk_hard<scalar_t, uint32_t>(p, channels, grid, cloud.begin, cloud.end, ready, max_points, max_voxels, out);
+        } else {
+          walk_hard<scalar_t, uint64_t>(p, channels, grid, cloud.begin, cloud.end, ready, max_points, max_voxels, out);
+        }
       }
     }
   });
@@ -329,6 +635,11 @@ std::vector<Cloud> assign(const at::Tensor& points, const int64_t* offs, int64_t
         if (clouds[b].num_shards > 1) number_sharded(a, clouds[b]);
       }
     });
+    if (hard != nullptr) {
+      for (int64_t b = 0; b < num_clouds; ++b) {
+        if (clouds[b].num_shards > 1) hard_from_sharded(a, clouds[b], max_points, max_voxels, (*hard)[b]);
+      }
+    }
   }
   return clouds;
 }
@@ -377,6 +688,39 @@ void write_voxel_rows(const std::vector<Cloud>& clouds, const std::vector<int64_
   }
 }
 
+// Step D of hard voxelization for one cloud, in parallel over its voxels: every (P, C) row of the
+// output is written once, the stored points then zeros, with the voxel's coordinates and count.
+// kChannels > 0 makes the point copy a fixed-size move (C = 3, 4, 5 cover the usual sweeps).
+template <typename scalar_t, int kChannels>
+void write_hard_cloud(const scalar_t* points, int64_t channels, const HardCloud& cloud, const GridParams& grid,
+                      int64_t batch, int64_t base, int64_t max_points, scalar_t* voxels, int32_t* coords,
+                      int32_t* num_points) {
+  const int64_t c = kChannels > 0 ? kChannels : channels;
+  const int64_t row = max_points * c;
+  // In parallel only with many threads: with 2-3 this step is too short (~5% of the op) to repay a
+  // parallel region, whose end waits for every worker to be scheduled (see KeysAhead).
+  const int64_t grain = at::get_num_threads() >= kMinThreadsToShard ? 4096 : std::numeric_limits<int64_t>::max();
+  at::parallel_for(0, cloud.voxels, grain, [&](int64_t begin, int64_t end) {
+    const int64_t* key = cloud.key.get();
+    const int32_t* count = cloud.count.get();
+    const int32_t* members = cloud.members.get();
+    for (int64_t v = begin; v < end; ++v) {
+      const int64_t out = base + v;
+      const int64_t stored = std::min<int64_t>(count[v], max_points);
+      scalar_t* dst = voxels + out * row;
+      const int32_t* m = members + v * cloud.stride;
+      for (int64_t s = 0; s < stored; ++s) {
+        std::memcpy(dst + s * c, points + static_cast<int64_t>(m[s]) * c, c * sizeof(scalar_t));
+      }
+      // All-zero bits are +0 in every floating dtype (float16 too), what at::zeros writes.
+      std::memset(static_cast<void*>(dst + stored * c), 0, (row - stored * c) * sizeof(scalar_t));
+      coords[out * 4] = static_cast<int32_t>(batch);
+      key_to_zyx(key[v], grid, coords + out * 4 + 1);
+      num_points[out] = static_cast<int32_t>(stored);
+    }
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_cpu(
     const at::Tensor& points_in, const at::Tensor& offsets, at::ArrayRef<double> voxel_size,
     at::ArrayRef<double> point_range, int64_t max_points_per_voxel, int64_t max_voxels) {
@@ -395,39 +739,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> voxelize_
   at::Tensor voxels, coords, num_points, voxel_offsets, stats;
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(points.scalar_type(), "voxelize_cpu", [&] {
     Assignment a;
-    const std::vector<Cloud> clouds = assign<scalar_t>(points, offs, num_clouds, grid, max_voxels, a);
-    const std::vector<int64_t> base = cloud_bases(clouds, max_voxels);
+    std::vector<HardCloud> hard(num_clouds);
+    assign<scalar_t>(points, offs, num_clouds, grid, max_voxels, a, &hard, cap);
+    std::vector<int64_t> base(num_clouds + 1, 0);
+    for (int64_t b = 0; b < num_clouds; ++b) base[b + 1] = base[b] + hard[b].voxels;
     voxel_offsets = at::tensor(base, offsets.options());
-    stats = stats_tensor(clouds, cap, max_voxels, 4);
+    stats = at::empty({num_clouds, 4}, at::kLong);
+    int64_t* st = stats.data_ptr<int64_t>();
+    for (int64_t b = 0; b < num_clouds; ++b) {
+      const HardCloud& h = hard[b];
+      st[b * 4 + 0] = h.kept;
+      st[b * 4 + 1] = h.outside;
+      st[b * 4 + 2] = h.non_finite;
+      st[b * 4 + 3] = (offs[b + 1] - offs[b]) - h.kept - h.outside - h.non_finite;
+    }
     const int64_t total = base[num_clouds];
-    voxels = at::zeros({total, cap, channels}, points.options());
+    // Not zeroed: step D writes every element.
+    voxels = at::empty({total, cap, channels}, points.options());
     coords = at::empty({total, 4}, points.options().dtype(at::kInt));
     num_points = at::empty({total}, points.options().dtype(at::kInt));
-    write_voxel_rows(clouds, base, grid, cap, coords.data_ptr<int32_t>(), num_points.data_ptr<int32_t>());
-    // Step D, cloud by cloud (each in parallel over its points).
     const scalar_t* src = points.data_ptr<scalar_t>();
     scalar_t* dst = voxels.data_ptr<scalar_t>();
-    const int64_t row = cap * channels;
+    int32_t* co = coords.data_ptr<int32_t>();
+    int32_t* np = num_points.data_ptr<int32_t>();
     for (int64_t b = 0; b < num_clouds; ++b) {
-      at::parallel_for(offs[b], offs[b + 1], 8192, [&](int64_t begin, int64_t end) {
-        const int32_t* voxel_of = a.voxel.get();
-        const int32_t* slot_of = a.slot.get();
-        if (channels == 4) {  // the usual (x, y, z, intensity): a fixed-size copy instead of a loop
-          for (int64_t i = begin; i < end; ++i) {
-            const int64_t v = voxel_of[i];
-            const int64_t s = slot_of[i];
-            if (v < 0 || v >= max_voxels || s >= cap) continue;
-            std::memcpy(dst + (base[b] + v) * row + s * 4, src + i * 4, 4 * sizeof(scalar_t));
-          }
-          return;
-        }
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t v = voxel_of[i];
-          const int64_t s = slot_of[i];
-          if (v < 0 || v >= max_voxels || s >= cap) continue;
-          std::copy(src + i * channels, src + (i + 1) * channels, dst + ((base[b] + v) * cap + s) * channels);
-        }
-      });
+      switch (channels) {
+        case 3: write_hard_cloud<scalar_t, 3>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np); break;
+        case 4: write_hard_cloud<scalar_t, 4>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np); break;
+        case 5: write_hard_cloud<scalar_t, 5>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np); break;
+        default: write_hard_cloud<scalar_t, 0>(src, channels, hard[b], grid, b, base[b], cap, dst, co, np);
+      }
     }
   });
   return {voxels, coords, num_points, voxel_offsets, stats};

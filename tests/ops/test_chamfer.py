@@ -274,6 +274,11 @@ def test_real_lidar_sweeps(shared_data):
     ((torch.randn(4, 3), torch.tensor([0, 4]), torch.randn(4, 3), torch.tensor([0, 4.0])), "y_offsets"),
     ((torch.randn(4, 3), torch.tensor([0, 4]), torch.randn(4, 3), torch.tensor([0, 2, 4])), "y_offsets"),
     ((torch.randn(4, 3), torch.tensor([1, 4]), torch.randn(4, 3), torch.tensor([0, 4])), "x_offsets"),
+    # The pair check shared with knn / ball_query (csrc/common/checks.h check_point_pair).
+    ((torch.randn(4, 3), torch.tensor([0, 4]), torch.randn(4, 3), torch.tensor([0, 2, 4])),
+     r"`x_offsets` and `y_offsets` must describe the same number of clouds B .*got 1 and 2 clouds"),
+    ((torch.randn(4, 3), torch.tensor([0, 4]), torch.randn(4, 3).double(), torch.tensor([0, 4])),
+     "`y` must have the dtype of `x`"),
 ])
 def test_bad_inputs_name_the_argument(args, match):
     with pytest.raises(ValueError, match=match):
