@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEConfig
+from pointmae.config import CenterPointConfig, PointMAEConfig
 from pointmae.models.point_mae import PointMAE
 
 
@@ -24,4 +24,11 @@ def build_point_mae(cfg: PointMAEConfig) -> PointMAE:
     return PointMAE(**kwargs)
 
 
-MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae}
+def build_centerpoint(cfg: CenterPointConfig) -> nn.Module:
+    from pointmae.models.detection import CenterPoint  # spconv is imported only when a detector is built
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
+    return CenterPoint(**kwargs)
+
+
+MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {"point_mae": build_point_mae,
+                                                        "centerpoint": build_centerpoint}
