@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-fraction", type=float, metavar="F", help="train on a seeded fraction F of the labelled "
                    "frames (same as data.label_fraction=F)")
     p.add_argument("--work-dir", help="run directory (default: work_dir from the config)")
+    p.add_argument("--precise-bn", type=int, default=8, metavar="N", help="re-estimate BatchNorm statistics on N "
+                   "training batches after training (default 8; 0: keep the running averages)")
     p.add_argument("--no-train", action="store_true", help="only run inference (weights from --weights)")
     p.add_argument("--weights", metavar="FILE", help="with --no-train: detector weights (final_model.pt)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
@@ -114,7 +116,7 @@ def resolve(args: argparse.Namespace) -> Config:
 
 def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: bool = False,
              backbone_lr_mult: float = 1.0, train: bool = True, weights: Optional[str] = None,
-             log=print) -> dict:
+             precise_bn_batches: int = 8, log=print) -> dict:
     """Everything the CLI does; returns {"trainer", "model", "predictions", "metrics", "load_report"}."""
     set_deterministic(cfg.train.deterministic)
     info = D.init_distributed(cfg.train.device)
@@ -141,6 +143,12 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
             trainer.resume()
         trainer.fit()
         model = trainer.model
+        if precise_bn_batches > 0:
+            model.train()
+            loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True,
+                                                 collate_fn=train_set.collate_fn, generator=torch.Generator().manual_seed(0))
+            batches = (move_to_device(b, info.device) for _, b in zip(range(precise_bn_batches), loader))
+            log(f"BatchNorm statistics re-estimated on {recalibrate_batchnorm(model, batches)} training batches")
     elif weights:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("model", state))
@@ -154,6 +162,31 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
         log(f"validation ({len(predictions)} frames): " + json.dumps(metrics))
         result.update(predictions=predictions, metrics=metrics)
     return result
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches) -> int:
+    """Precise BatchNorm statistics (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021; detectron2's
+    PreciseBN): reset every trainable BatchNorm's running mean/variance and re-estimate them as the
+    plain average over `batches` in training mode. The detector's BNs use momentum 0.01 (OpenPCDet),
+    so after a short CPU run their running statistics still remember the initial ones and inference
+    would see features the network never saw in training. Frozen modules keep theirs. Returns the
+    number of batches used."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+             and m.track_running_stats]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None            # cumulative average over the batches below
+    used = 0
+    try:
+        for batch in batches:
+            model.forward_features(batch) if hasattr(model, "forward_features") else model(batch)
+            used += 1
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+    return used
 
 
 @torch.no_grad()
@@ -222,7 +255,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         finetune(cfg, args.pretrained, args.freeze_backbone, args.backbone_lr_mult, train=not args.no_train,
-                 weights=args.weights)
+                 weights=args.weights, precise_bn_batches=args.precise_bn)
     except (PretrainedLoadError, CheckpointError, NonFiniteLossError) as e:
         print(f"finetune_det.py: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
