@@ -6,7 +6,9 @@ Steps: build the detector from the config; load `vfe.` / `backbone_3d.` from --p
 checkpoint or an OpenPCDet one; the matched / missing / unexpected report goes to the console and to
 <work_dir>/pretrained_load.txt, and a file that matches nothing is refused); optionally freeze the
 encoder or give it a smaller learning rate; train on a seeded fraction of the labelled frames through
-the engine's Trainer (checkpoints, resumption, logging as for pre-training); then run the detector on
+the engine's Trainer (checkpoints, resumption, logging as for pre-training); re-estimate the BatchNorm
+statistics on a few training batches (--precise-bn, see recalibrate_batchnorm; final_model.pt is
+rewritten with them); then run the detector on
 the validation frames and write <work_dir>/predictions.pt (a list, one dict per frame: "frame_id",
 "boxes" (M, 7|9) float64 sensor frame, "scores", "names"), <work_dir>/bev/*.png (detections in red
 next to the ground truth in green) and <work_dir>/metrics.json (quick BEV AP, see pointmae.eval.bev_ap).
@@ -29,7 +31,7 @@ from pointmae.data.gt_sampling import GTDatabase
 from pointmae.data.lidar_datasets import build_lidar_dataset
 from pointmae.engine import distributed as D
 from pointmae.engine.builders import build_model
-from pointmae.engine.checkpoint import CheckpointError
+from pointmae.engine.checkpoint import CheckpointError, atomic_torch_save
 from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device, seed_everything, set_deterministic
 from pointmae.models.detection import CenterPoint
 from pointmae.models.detection.pretrained import ENCODER_PREFIXES, PretrainedLoadError, load_pretrained_encoder
@@ -149,6 +151,10 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
                                                  collate_fn=train_set.collate_fn, generator=torch.Generator().manual_seed(0))
             batches = (move_to_device(b, info.device) for _, b in zip(range(precise_bn_batches), loader))
             log(f"BatchNorm statistics re-estimated on {recalibrate_batchnorm(model, batches)} training batches")
+            if info.is_main:   # final_model.pt holds the weights that the predictions below come from
+                atomic_torch_save({"format": "pointmae-weights", "format_version": 1, "model": model.state_dict(),
+                                   "config": config_to_dict(cfg), "step": trainer.step, "precise_bn_batches":
+                                   precise_bn_batches}, work_dir / "final_model.pt")
     elif weights:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("model", state))
