@@ -457,6 +457,8 @@ class DetectionDataConfig(DataConfig):
     label_seed: int = 0
     # Crop frames to this range (boxes by centre); None: no crop.
     crop_range: Optional[tuple[float, float, float, float, float, float]] = None
+    # Boxes with fewer LiDAR points are dropped (training targets and the quick validation metric).
+    min_points_in_box: int = 1
     augment: bool = True
     gt_sampling: bool = True
     gt_sample_counts: dict[str, int] = field(default_factory=dict)   # class -> objects per frame after sampling

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from pointmae.data.boxes import count_points_in_boxes
 from pointmae.data.collate import collate_frames
 from pointmae.data.frame import Frame
 from pointmae.data.gt_sampling import GTDatabase, GTSampler
@@ -60,16 +61,19 @@ def detection_augmentation(database: Optional[GTDatabase], sample_counts: dict, 
 class DetectionDataset(torch.utils.data.Dataset):
     """reader: object with __len__ / __getitem__ -> Frame; class_names: the detector's classes (boxes of
     other classes are dropped after augmentation, so they still block GT-sampling collisions);
-    indices: the reader's frames to use (default all); transform: `t(frame, rng) -> frame` or None."""
+    indices: the reader's frames to use (default all); transform: `t(frame, rng) -> frame` or None;
+    min_points_in_box: drop boxes with fewer points (box_meta["num_points"], else counted)."""
 
     def __init__(self, reader, class_names: Sequence[str], indices: Optional[Sequence[int]] = None,
-                 transform: Optional[Callable] = None, crop_range: Optional[Sequence[float]] = None, seed: int = 0):
+                 transform: Optional[Callable] = None, crop_range: Optional[Sequence[float]] = None, seed: int = 0,
+                 min_points_in_box: int = 0):
         self.reader = reader
         self.class_names = list(class_names)
         self.indices = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.transform = transform
         self.crop = CropRange(tuple(crop_range)) if crop_range is not None else None
         self.seed = seed
+        self.min_points_in_box = int(min_points_in_box)
 
     def __len__(self):
         return len(self.indices)
@@ -85,6 +89,13 @@ class DetectionDataset(torch.utils.data.Dataset):
             frame = self.transform(frame, np.random.default_rng([self.seed, int(i), draw]))
         if self.crop is not None:
             frame = self.crop(frame)
+        if self.min_points_in_box > 0 and len(frame.boxes):
+            # Boxes the sensor did not see (fully occluded) teach the detector to guess; drop them as
+            # OpenPCDet does for nuScenes / Waymo. Counts from the reader when it has them.
+            counts = frame.box_meta.get("num_points")
+            if counts is None:
+                counts = count_points_in_boxes(frame.points[:, :3], frame.boxes)
+            frame = frame.select_boxes(np.asarray(counts) >= self.min_points_in_box)
         return select_classes(frame, self.class_names)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -55,11 +56,13 @@ def build_detection_datasets(cfg: DetectionDataConfig, work_dir: Optional[Path] 
             database = _gt_database(cfg, train_reader, indices, work_dir, log)
         transform = detection_augmentation(database, cfg.gt_sample_counts, cfg.flip_x, cfg.flip_y, cfg.rotation,
                                            cfg.scale)
-    train = DetectionDataset(train_reader, cfg.class_names, indices, transform, cfg.crop_range, cfg.seed)
+    train = DetectionDataset(train_reader, cfg.class_names, indices, transform, cfg.crop_range, cfg.seed,
+                             cfg.min_points_in_box)
     val = None
     if cfg.val_args:
         val_reader = build_lidar_dataset(cfg.source, **cfg.val_args)
-        val = DetectionDataset(val_reader, cfg.class_names, None, None, cfg.crop_range, cfg.seed)
+        val = DetectionDataset(val_reader, cfg.class_names, None, None, cfg.crop_range, cfg.seed,
+                               cfg.min_points_in_box)
     return train, val
 
 
@@ -145,6 +148,10 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
             trainer.resume()
         trainer.fit()
         model = trainer.model
+        if trainer.interrupted:      # SIGTERM: the checkpoint is saved; the same command continues the run
+            log(f"stopped by SIGTERM at step {trainer.step}; run the same command again to continue")
+            return {"trainer": trainer, "model": model, "load_report": report, "predictions": None,
+                    "metrics": None}
         if precise_bn_batches > 0:
             model.train()
             loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True,
@@ -260,8 +267,10 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        finetune(cfg, args.pretrained, args.freeze_backbone, args.backbone_lr_mult, train=not args.no_train,
-                 weights=args.weights, precise_bn_batches=args.precise_bn)
+        result = finetune(cfg, args.pretrained, args.freeze_backbone, args.backbone_lr_mult, train=not args.no_train,
+                          weights=args.weights, precise_bn_batches=args.precise_bn)
+        if result["trainer"] is not None and result["trainer"].interrupted:
+            return 128 + signal.SIGTERM
     except (PretrainedLoadError, CheckpointError, NonFiniteLossError) as e:
         print(f"finetune_det.py: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -131,3 +131,15 @@ def test_detection_dataset_keeps_class_boxes_and_collates_labels():
         assert [["Pedestrian", "Car"][k] for k in labels.tolist()] == list(names)
     only_cars = DetectionDataset(frames, ["Car"])[0]
     assert set(only_cars.names) == {"Car"} and only_cars.box_meta["label"].tolist() == [0, 0, 0]
+
+
+def test_boxes_without_enough_points_are_dropped():
+    rng = np.random.default_rng(2)
+    frame = _object_frame("f", [[5, 2, -1.0, 4.0, 1.8, 1.6, 0.0]], ["Car"], rng)
+    frame.boxes = np.r_[frame.boxes, [[12.0, -6.0, -1.0, 4.0, 1.8, 1.6, 0.0]]]     # nothing inside this one
+    frame.names = np.array(["Car", "Car"])
+    counted = DetectionDataset([frame], ["Car"], min_points_in_box=1)[0]
+    assert counted.boxes[:, 0].tolist() == [5.0]
+    frame.box_meta["num_points"] = np.array([0, 40])                                # the reader's counts win
+    assert DetectionDataset([frame], ["Car"], min_points_in_box=1)[0].boxes[:, 0].tolist() == [12.0]
+    assert len(DetectionDataset([frame], ["Car"], min_points_in_box=0)[0].boxes) == 2
