@@ -25,7 +25,7 @@ def test_config_builds_its_detector(name):
     assert cfg.model.class_names == cfg.data.class_names == EXPECTED_CLASSES[name]
     model = build_model(cfg.model)
     assert model.feature_map_stride in (4, 8)
-    assert model.with_velocity == (name in ("nuscenes", "synthetic"))
+    assert model.with_velocity == (name == "nuscenes")
     # The head's grid covers the point range.
     assert model.grid.nx * model.grid.cell_x == pytest.approx(cfg.model.point_range[3] - cfg.model.point_range[0])
     assert model.grid.ny * model.grid.cell_y == pytest.approx(cfg.model.point_range[4] - cfg.model.point_range[1])

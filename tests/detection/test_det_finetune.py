@@ -38,7 +38,7 @@ def test_finetune_cli_end_to_end(tmp_path, capsys):
     predictions = torch.load(work / "predictions.pt", weights_only=True)
     assert [p["frame_id"] for p in predictions] == ["0000_0000", "0000_0001"]
     for p in predictions:
-        assert p["boxes"].dtype == torch.float64 and p["boxes"].shape[1] == 9
+        assert p["boxes"].dtype == torch.float64 and p["boxes"].shape[1] == 7
         assert len(p["boxes"]) == len(p["scores"]) == len(p["names"])
         assert set(p["names"]) <= {"Car", "Pedestrian", "Cyclist", "Van", "Truck"}
     pictures = sorted((work / "bev").glob("*.png"))
