@@ -114,6 +114,10 @@ def resolve(args: argparse.Namespace) -> Config:
     if list(cfg.model.class_names) != list(cfg.data.class_names):
         raise ConfigError(f"{args.config}: model.class_names {cfg.model.class_names} and data.class_names "
                           f"{cfg.data.class_names} must be the same list")
+    if not 0.0 < cfg.data.label_fraction <= 1.0:
+        raise ConfigError(f"data.label_fraction / --label-fraction must be in (0, 1], got {cfg.data.label_fraction}")
+    if args.no_train and not args.weights:
+        raise ConfigError("--no-train needs --weights FILE (the detector to run), e.g. <work_dir>/final_model.pt")
     if args.backbone_lr_mult <= 0:
         raise ConfigError(f"--backbone-lr-mult must be > 0, got {args.backbone_lr_mult}")
     return cfg
@@ -136,6 +140,8 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
         log(report.summary())
         (work_dir / "pretrained_load.txt").write_text(report.summary() + "\n")
     if freeze_backbone:
+        if not pretrained:
+            log("warning: --freeze-backbone without --pretrained freezes a randomly initialised encoder")
         frozen = model.freeze(ENCODER_PREFIXES)
         log(f"frozen: {len(frozen)} parameter tensors under {'/'.join(ENCODER_PREFIXES)}")
     train_set, val_set = build_detection_datasets(cfg.data, work_dir, log)

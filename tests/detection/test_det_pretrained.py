@@ -120,3 +120,11 @@ def test_freeze_and_backbone_lr_multiplier():
     assert all(lr_of[id(p)] == pytest.approx(1e-4) for p in det.backbone_3d.parameters())
     assert all(lr_of[id(p)] == pytest.approx(1e-3) for p in det.dense_head.parameters())
     assert len(lr_of) == sum(1 for _ in det.parameters())
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    assert finetune_main([str(CONFIG), "--no-train", "--work-dir", str(tmp_path)]) == 2
+    assert "--no-train needs --weights" in capsys.readouterr().err
+    assert finetune_main([str(CONFIG), "--backbone-lr-mult", "0", "--work-dir", str(tmp_path)]) == 2
+    assert finetune_main([str(CONFIG), "--label-fraction", "1.5", "--work-dir", str(tmp_path)]) == 2
+    assert "must be in (0, 1], got 1.5" in capsys.readouterr().err
