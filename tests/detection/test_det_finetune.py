@@ -15,7 +15,7 @@ RANGE = "[0.0, -9.6, -3.0, 19.2, 9.6, 2.0]"
 TINY = [f"model.point_range={RANGE}", f"data.crop_range={RANGE}", "model.bev_layer_nums=[1,1]",
         "model.bev_num_filters=[16,32]", "model.bev_num_upsample_filters=[16,16]", "model.head_channels=16",
         "data.train_args={num_frames: 4, seed: 0}", "data.val_args={num_frames: 2, seed: 5}",
-        "data.gt_database_frames=2", "train.batch_size=2", "train.epochs=1", "train.tensorboard=false"]
+        "data.gt_database_frames=2", "train.batch_size=2", "train.epochs=1", "train.tensorboard=false", "train.vis_every=1"]
 
 
 class Pretrainer(nn.Module):
@@ -44,6 +44,7 @@ def test_finetune_cli_end_to_end(tmp_path, capsys):
     pictures = sorted((work / "bev").glob("*.png"))
     assert len(pictures) == 2 and pictures[0].stat().st_size > 1000
     assert (work / "metrics.json").is_file() and (work / "final_model.pt").is_file()
+    assert list((work / "vis").glob("*bev_detections*.png"))          # the engine's training pictures
     # Inference only, from the written weights, gives the same predictions.
     code = finetune_main([str(CONFIG), "--no-train", "--weights", str(work / "final_model.pt"), "--work-dir",
                           str(tmp_path / "again")] + TINY)

@@ -98,3 +98,12 @@ def test_overfit_two_frames_loss_falls_and_boxes_match(batch):
 def test_same_seed_same_loss(batch):
     a, b = sparse_model()(batch)["loss"], sparse_model()(batch)["loss"]
     assert torch.equal(a, b)
+
+
+def test_visualize_draws_the_training_step(batch):
+    model = sparse_model()
+    outputs = model(batch)
+    pictures = model.visualize(batch, outputs)
+    image = pictures["bev_detections"]
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert (image == [60, 220, 60]).all(axis=2).sum() > 50          # ground-truth boxes drawn in green

@@ -144,7 +144,25 @@ class CenterPoint(nn.Module):
             raise KeyError("the detector's forward needs batch['labels'] (class indices per box); batch the frames "
                            "with pointmae.data.detection.collate_detection")
         maps = self.forward_features(batch)
-        return self.forward_loss(maps, batch["boxes"], batch["labels"])
+        out = self.forward_loss(maps, batch["boxes"], batch["labels"])
+        out["maps"] = {k: v.detach() for k, v in maps.items()}   # not a scalar: not logged; for visualize()
+        return out
+
+    @torch.no_grad()
+    def visualize(self, batch: dict, outputs: dict) -> dict:
+        """{"bev_detections": HxWx3 uint8}: frame 0 from above, ground truth green, the detections of
+        this training step (score >= 0.3) red. Decoded from the step's own maps (no extra forward)."""
+        from pointmae.viz.bev import render_bev
+        maps = {k: v[:1] for k, v in outputs["maps"].items()}
+        det = self.decode(maps)[0]
+        keep = det["scores"] >= 0.3
+        end = int(batch["offsets"][1])
+        r = self.point_range
+        image = render_bev(batch["points"][:end, :3].detach().cpu().numpy(), batch["boxes"][0].cpu().numpy(),
+                           det["boxes"][keep], labels=batch["names"][0], prediction_labels=det["names"][keep],
+                           prediction_scores=det["scores"][keep], x_range=(r[0], r[3]), y_range=(r[1], r[4]),
+                           resolution=max((r[3] - r[0]) / 800, 0.05))
+        return {"bev_detections": np.asarray(image)}
 
     @torch.no_grad()
     def predict(self, batch: dict) -> list[dict]:
