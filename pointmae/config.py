@@ -426,6 +426,9 @@ class CenterPointConfig(ModelConfig):
     bev_num_upsample_filters: list[int] = field(default_factory=lambda: [256, 256])
     head_channels: int = 64
     with_velocity: bool = False
+    # "direction": CenterPoint's (sin h, cos h); "axis": (sin 2h, cos 2h), h modulo pi, for objects whose
+    # front and back look alike (see models/detection/targets.py).
+    heading: Literal["direction", "axis"] = "direction"
     # Targets: CenterNet/CenterPoint Gaussian radius rule.
     min_overlap: float = 0.1
     min_radius: int = 2

@@ -133,3 +133,18 @@ def test_circle_nms_keeps_the_best_of_close_centres():
     scores = torch.tensor([0.5, 0.9, 0.3, 0.8])
     assert circle_nms(centers, scores, 1.0).tolist() == [1, 3]
     assert circle_nms(centers, scores, 0.1).tolist() == [1, 3, 0, 2]
+
+
+def test_axis_heading_recovers_the_heading_modulo_pi():
+    boxes = random_boxes(50, 3, velocity=False)
+    codes, cells = encode(boxes, GRID, False, heading="axis")
+    flipped, _ = encode(boxes + torch.tensor([0, 0, 0, 0, 0, 0, math.pi]), GRID, False, heading="axis")
+    torch.testing.assert_close(codes, flipped, rtol=0, atol=1e-6)   # front and back give one target
+    back = decode_boxes(codes, cells, GRID, heading="axis")
+    assert back[:, 6].abs().max() <= math.pi / 2 + 1e-12
+    dh = torch.remainder(back[:, 6] - boxes[:, 6] + math.pi / 2, math.pi) - math.pi / 2
+    assert dh.abs().max() < 1e-9
+    iou = ops.box_iou_bev(boxes, back)
+    assert torch.all(iou.diagonal() > 1 - 1e-9)
+    with pytest.raises(ValueError, match="heading"):
+        encode(boxes, GRID, False, heading="sideways")

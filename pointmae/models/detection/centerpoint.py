@@ -46,7 +46,7 @@ class CenterPoint(nn.Module):
                  bev_layer_nums: Sequence[int] = (5, 5), bev_layer_strides: Sequence[int] = (1, 2),
                  bev_num_filters: Sequence[int] = (128, 256), bev_upsample_strides: Sequence[float] = (1, 2),
                  bev_num_upsample_filters: Sequence[int] = (256, 256), head_channels: int = 64,
-                 with_velocity: bool = False, min_overlap: float = 0.1, min_radius: int = 2,
+                 with_velocity: bool = False, heading: str = "direction", min_overlap: float = 0.1, min_radius: int = 2,
                  max_objects: int = 500, loc_weight: float = 0.25,
                  code_weights: Sequence[float] = (1.0,) * 8 + (0.2, 0.2), top_k: int = 500,
                  score_threshold: float = 0.1, nms: str = "rotated", nms_iou_threshold: float = 0.01,
@@ -97,7 +97,11 @@ class CenterPoint(nn.Module):
         self.grid = FeatureGrid(self.point_range[0], self.point_range[1], voxel_size[0] * stride,
                                 voxel_size[1] * stride, head_w, head_h)
         self.feature_map_stride = stride
-        self.target_args = dict(max_objects=max_objects, min_overlap=min_overlap, min_radius=min_radius)
+        if heading not in ("direction", "axis"):
+            raise ValueError(f"heading must be 'direction' (sin h, cos h) or 'axis' (sin 2h, cos 2h), got {heading!r}")
+        self.heading = heading
+        self.target_args = dict(max_objects=max_objects, min_overlap=min_overlap, min_radius=min_radius,
+                                heading=heading)
         self.loc_weight = loc_weight
         self.decode_args = dict(top_k=top_k, score_threshold=score_threshold, nms=nms,
                                 nms_iou_threshold=nms_iou_threshold, max_detections=max_detections,
@@ -176,7 +180,7 @@ class CenterPoint(nn.Module):
         codes = self.dense_head.codes(maps).float()
         a = self.decode_args
         results = []
-        for i, (boxes, scores, labels) in enumerate(topk_candidates(heat, codes, self.grid, a["top_k"])):
+        for i, (boxes, scores, labels) in enumerate(topk_candidates(heat, codes, self.grid, a["top_k"], self.heading)):
             boxes, scores, labels = postprocess(boxes, scores, labels, len(self.class_names), a["score_threshold"],
                                                 a["nms"], a["nms_iou_threshold"], a["circle_radius"],
                                                 a["max_detections"], self.point_range)

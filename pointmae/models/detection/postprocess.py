@@ -24,7 +24,7 @@ def local_maxima(heat: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     return heat * (pooled == heat).to(heat.dtype)
 
 
-def topk_candidates(heat: torch.Tensor, codes: torch.Tensor, grid: FeatureGrid, k: int):
+def topk_candidates(heat: torch.Tensor, codes: torch.Tensor, grid: FeatureGrid, k: int, heading: str = "direction"):
     """heat: (B, C, H, W) probabilities; codes (B, D, H, W). Returns per sample (boxes (K, 7|9),
     scores (K,), labels (K,) int64), K = min(k, C * H * W), scores descending."""
     b, c, h, w = heat.shape
@@ -36,7 +36,7 @@ def topk_candidates(heat: torch.Tensor, codes: torch.Tensor, grid: FeatureGrid, 
     out = []
     for i in range(b):
         cand = codes[i].reshape(codes.shape[1], -1)[:, cell[i]].t()       # (K, D)
-        boxes = decode_boxes(cand, torch.stack([cols[i], rows[i]], 1), grid)
+        boxes = decode_boxes(cand, torch.stack([cols[i], rows[i]], 1), grid, heading)
         out.append((boxes, scores[i], labels[i]))
     return out
 

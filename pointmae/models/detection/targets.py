@@ -9,6 +9,12 @@ Box encoding at the centre cell (ix, iy) = floor of the centre in feature-map ce
     (x / cell_x - ix, y / cell_y - iy,  z,  log dx, log dy, log dz,  sin h, cos h [, vx, vy])
 with x, y measured from the grid corner (x0, y0) and cell = voxel_size * feature_map_stride. `encode`
 and `decode_boxes` are exact inverses.
+
+heading="axis" encodes (sin 2h, cos 2h) instead: only the box's axis, h modulo pi, for data whose
+objects look the same from the front and the back (the synthetic world's cars, pedestrians). With the
+direction encoding such objects get targets cos h = +1 and -1 for the same appearance, the L1 loss
+settles between them near 0, and atan2 then turns the box by up to 90 degrees. Box IoU is the same
+for h and h + pi, so AP is unaffected by the lost direction (AOS / heading-aware metrics are not).
 """
 from __future__ import annotations
 
@@ -86,26 +92,38 @@ def code_size(with_velocity: bool) -> int:
     return 10 if with_velocity else 8
 
 
-def encode(boxes: torch.Tensor, grid: FeatureGrid, with_velocity: bool) -> tuple[torch.Tensor, torch.Tensor]:
+HEADINGS = ("direction", "axis")
+
+
+def _heading_factor(heading: str) -> float:
+    if heading not in HEADINGS:
+        raise ValueError(f"heading must be one of {HEADINGS}, got {heading!r}")
+    return 1.0 if heading == "direction" else 2.0
+
+
+def encode(boxes: torch.Tensor, grid: FeatureGrid, with_velocity: bool,
+           heading: str = "direction") -> tuple[torch.Tensor, torch.Tensor]:
     """boxes (M, 7|9) -> (codes (M, 8|10), cells (M, 2) int64 (column, row)). See the module docstring.
     Missing or NaN velocities encode as NaN (the loss skips them)."""
+    k = _heading_factor(heading)
     boxes = boxes.to(torch.float64)
     pos = grid.cell_position(boxes[:, :2])
     cells = torch.floor(pos).long()
     parts = [pos - cells, boxes[:, 2:3], torch.log(boxes[:, 3:6].clamp(min=1e-3)),
-             torch.sin(boxes[:, 6:7]), torch.cos(boxes[:, 6:7])]
+             torch.sin(k * boxes[:, 6:7]), torch.cos(k * boxes[:, 6:7])]
     if with_velocity:
         parts.append(boxes[:, 7:9] if boxes.shape[1] >= 9 else boxes.new_full((len(boxes), 2), float("nan")))
     return torch.cat(parts, dim=1), cells
 
 
-def decode_boxes(codes: torch.Tensor, cells: torch.Tensor, grid: FeatureGrid) -> torch.Tensor:
-    """Inverse of `encode`: codes (M, 8|10) at cells (M, 2) (column, row) -> boxes (M, 7|9)."""
+def decode_boxes(codes: torch.Tensor, cells: torch.Tensor, grid: FeatureGrid, heading: str = "direction") -> torch.Tensor:
+    """Inverse of `encode`: codes (M, 8|10) at cells (M, 2) (column, row) -> boxes (M, 7|9); with
+    heading="axis" the heading comes back in (-pi/2, pi/2]."""
     x = (cells[:, 0].to(codes.dtype) + codes[:, 0]) * grid.cell_x + grid.x0
     y = (cells[:, 1].to(codes.dtype) + codes[:, 1]) * grid.cell_y + grid.y0
     dims = torch.exp(codes[:, 3:6])
-    heading = torch.atan2(codes[:, 6], codes[:, 7])
-    out = [x[:, None], y[:, None], codes[:, 2:3], dims, heading[:, None]]
+    yaw = torch.atan2(codes[:, 6], codes[:, 7]) / _heading_factor(heading)
+    out = [x[:, None], y[:, None], codes[:, 2:3], dims, yaw[:, None]]
     if codes.shape[1] >= 10:
         out.append(codes[:, 8:10])
     return torch.cat(out, dim=1)
@@ -127,7 +145,7 @@ class CenterTargets:
 
 def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], num_classes: int,
                   grid: FeatureGrid, with_velocity: bool, max_objects: int = 500, min_overlap: float = 0.1,
-                  min_radius: int = 2, device=None, dtype=torch.float32) -> CenterTargets:
+                  min_radius: int = 2, device=None, dtype=torch.float32, heading: str = "direction") -> CenterTargets:
     """boxes[b]: (M_b, 7|9) sensor-frame boxes; labels[b]: (M_b,) int64 class index in [0, num_classes).
 
     Objects whose centre is outside the grid or with a non-positive size get no target; beyond
@@ -148,7 +166,7 @@ def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
             continue
         if lb.min() < 0 or lb.max() >= num_classes:
             raise ValueError(f"sample {b}: labels must be in [0, {num_classes}), got {lb.tolist()}")
-        enc, cells = encode(bx, grid, with_velocity)
+        enc, cells = encode(bx, grid, with_velocity, heading)
         slot = 0
         for m in range(len(bx)):
             col, row = int(cells[m, 0]), int(cells[m, 1])
