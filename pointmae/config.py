@@ -627,3 +627,86 @@ class TemporalMAEConfig(ModelConfig):
 
 
 MODEL_CONFIGS["t_mae"] = TemporalMAEConfig
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3D detection (CenterPoint-style detector and its frame datasets; see pointmae/models/detection/)
+
+
+@dataclass
+class CenterPointConfig(ModelConfig):
+    """pointmae.models.detection.CenterPoint: voxelization -> vfe -> backbone_3d -> BEV -> 2D backbone
+    -> center head. Defaults: OpenPCDet's CenterPoint KITTI recipe where it has one."""
+    name: str = "centerpoint"
+    class_names: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # Batch channels fed to the voxel feature encoder, by name (x, y, z must come first).
+    point_channels: list[str] = field(default_factory=lambda: ["x", "y", "z", "intensity"])
+    point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    voxel_size: tuple[float, float, float] = (0.05, 0.05, 0.1)
+    vfe: Literal["mean", "dynamic_mean"] = "mean"
+    max_points_per_voxel: int = 5
+    max_voxels: int = 40000
+    backbone: Literal["VoxelBackBone8x", "VoxelResBackBone8x", "SST"] = "VoxelBackBone8x"
+    # SST only (voxel_size z must then span the whole point_range height: pillars).
+    sst_dim: int = 128
+    sst_depth: int = 6
+    sst_num_heads: int = 8
+    sst_window: tuple[int, int] = (12, 12)
+    # SECOND-style 2D BEV backbone: one level per entry.
+    bev_layer_nums: list[int] = field(default_factory=lambda: [5, 5])
+    bev_layer_strides: list[int] = field(default_factory=lambda: [1, 2])
+    bev_num_filters: list[int] = field(default_factory=lambda: [128, 256])
+    bev_upsample_strides: list[int] = field(default_factory=lambda: [1, 2])
+    bev_num_upsample_filters: list[int] = field(default_factory=lambda: [256, 256])
+    head_channels: int = 64
+    with_velocity: bool = False
+    # "direction": CenterPoint's (sin h, cos h); "axis": (sin 2h, cos 2h), h modulo pi, for objects whose
+    # front and back look alike (see models/detection/targets.py).
+    heading: Literal["direction", "axis"] = "direction"
+    # Targets: CenterNet/CenterPoint Gaussian radius rule.
+    min_overlap: float = 0.1
+    min_radius: int = 2
+    max_objects: int = 500
+    # Loss: focal heatmap loss + loc_weight * weighted L1 over (dx, dy, z, log dims, sin, cos[, vx, vy]).
+    loc_weight: float = 0.25
+    code_weights: list[float] = field(default_factory=lambda: [1.0] * 8 + [0.2, 0.2])
+    # Decoding.
+    top_k: int = 500
+    score_threshold: float = 0.1
+    nms: Literal["rotated", "circle", "none"] = "rotated"
+    nms_iou_threshold: float = 0.01
+    circle_nms_radius: list[float] = field(default_factory=list)   # metres per class; empty: 2.0 each
+    max_detections: int = 500
+
+
+@dataclass
+class DetectionDataConfig(DataConfig):
+    """pointmae.data.detection.DetectionDataset: labelled LiDAR frames of one source
+    (`pointmae.data.lidar_datasets.build_lidar_dataset(source, **train_args)`), boxes of
+    `class_names` only, with detection augmentation."""
+    name: str = "detection"
+    source: Literal["synthetic", "kitti", "nuscenes_info", "waymo"] = "synthetic"
+    train_args: dict[str, Any] = field(default_factory=dict)
+    val_args: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # Train on a seeded fraction of the labelled training frames (label-efficiency studies).
+    label_fraction: float = 1.0
+    label_seed: int = 0
+    # Crop frames to this range (boxes by centre); None: no crop.
+    crop_range: Optional[tuple[float, float, float, float, float, float]] = None
+    # Boxes with fewer LiDAR points are dropped (training targets and the quick validation metric).
+    min_points_in_box: int = 1
+    augment: bool = True
+    gt_sampling: bool = True
+    gt_sample_counts: dict[str, int] = field(default_factory=dict)   # class -> objects per frame after sampling
+    gt_min_points: int = 5
+    gt_database_frames: int = 0                            # 0: every (labelled) training frame
+    flip_x: float = 0.0                                    # probability of mirroring x -> -x
+    flip_y: float = 0.5                                    # probability of mirroring y -> -y
+    rotation: float = 0.78539816                           # U(-r, r) radians about z
+    scale: tuple[float, float] = (0.95, 1.05)
+    seed: int = 0
+
+
+MODEL_CONFIGS["centerpoint"] = CenterPointConfig
+DATA_CONFIGS["detection"] = DetectionDataConfig

@@ -38,6 +38,25 @@ class RandomFlipY:
 
 
 @dataclass
+class RandomFlipX:
+    """Mirror x -> -x (front/back) with probability p: heading -> pi - heading, vx -> -vx. For
+    360-degree datasets (nuScenes, Waymo); KITTI's labels cover the front camera only."""
+    p: float = 0.5
+
+    def __call__(self, frame: Frame, rng: np.random.Generator) -> Frame:
+        if rng.random() >= self.p:
+            return frame
+        points = _points(frame).copy()
+        points[:, 0] = -points[:, 0]
+        boxes = frame.boxes.copy()
+        boxes[:, 0] = -boxes[:, 0]
+        boxes[:, 6] = wrap_angle(np.pi - boxes[:, 6])
+        if boxes.shape[1] >= 9:
+            boxes[:, 7] = -boxes[:, 7]
+        return replace(frame, points=points, boxes=boxes)
+
+
+@dataclass
 class RandomRotateZ:
     """Rotate the scene about the sensor's z axis by U(-max_angle, max_angle) radians."""
     max_angle: float = np.pi / 4

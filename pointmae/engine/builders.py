@@ -7,7 +7,7 @@ that needs its own batching exposes a `collate_fn` attribute; the engine hands i
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -107,6 +107,11 @@ def _lidar_av2(cfg) -> Dataset:
     return _lidar_pretrain(cfg, Av2SensorLog(cfg.root))
 
 
+def _detection(cfg) -> Dataset:
+    from pointmae.engine.finetune_det import build_detection_datasets
+    return build_detection_datasets(cfg)[0]
+
+
 DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
     "lidar_synthetic": _lidar_synthetic,
     "lidar_kitti": _lidar_kitti,
@@ -114,6 +119,7 @@ DATASET_FACTORIES: dict[str, Callable[..., Dataset]] = {
     "lidar_waymo": _lidar_waymo,
     "lidar_sweeps": _lidar_sweeps,
     "lidar_av2": _lidar_av2,
+    "detection": _detection,
     "synthetic_shapes": _synthetic_shapes,
     "modelnet40": _modelnet40,
     "shapenet55": _shapenet55,
@@ -135,17 +141,25 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     return DATASET_FACTORIES[cfg.name](cfg)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    lr_mults: Optional[dict[str, float]] = None) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters. lr_mults: {name prefix: multiplier} gives the parameters
+    under a prefix (first match wins) the learning rate cfg.lr * multiplier, e.g. a pre-trained
+    backbone fine-tuned slower ({"backbone_3d.": 0.1}); the LR schedule scales every group alike."""
+    lr_mults = dict(lr_mults or {})
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        mult = next((m for prefix, m in lr_mults.items() if name.startswith(prefix)), 1.0)
         # Biases, norm scales and learned tokens/embeddings of rank <= 1 are not decayed.
-        (no_decay if cfg.no_decay_1d and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        decayed = not (cfg.no_decay_1d and p.ndim <= 1)
+        groups.setdefault((mult, decayed), []).append(p)
+    param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decayed else 0.0, "lr": cfg.lr * mult}
+                    for (mult, decayed), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))]
+    if not param_groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

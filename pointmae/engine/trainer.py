@@ -70,7 +70,8 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 class Trainer:
     def __init__(self, model: nn.Module, dataset: Dataset, train: TrainConfig, optim: OptimConfig,
                  sched: SchedConfig, work_dir: Path, config_dict: Optional[dict] = None,
-                 info: Optional[D.DistInfo] = None, collate_fn: Optional[Callable] = None):
+                 info: Optional[D.DistInfo] = None, collate_fn: Optional[Callable] = None,
+                 lr_mults: Optional[dict[str, float]] = None):
         self.cfg = train
         self.work_dir = Path(work_dir)
         self.config_dict = config_dict or {}
@@ -109,7 +110,7 @@ class Trainer:
         if train.max_steps is not None:
             self.total_steps = min(self.total_steps, train.max_steps)
 
-        self.optimizer = build_optimizer(self.model, optim)
+        self.optimizer = build_optimizer(self.model, optim, lr_mults)
         self.scheduler = build_scheduler(self.optimizer, sched, optim.lr, self.steps_per_epoch,
                                          self.total_steps)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=train.amp == "fp16")

@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from pointmae.config import PointMAEClassifierConfig, PointMAEConfig, RMAEConfig, TemporalMAEConfig, VoxelMAEConfig
+from pointmae.config import CenterPointConfig, PointMAEClassifierConfig, PointMAEConfig, RMAEConfig, TemporalMAEConfig, VoxelMAEConfig
 from pointmae.models.point_mae import PointMAE, PointMAEClassifier
 
 
@@ -48,7 +48,13 @@ def build_t_mae(cfg: TemporalMAEConfig) -> nn.Module:
     return TemporalMAE(**constructor_kwargs(cfg))
 
 
+def build_centerpoint(cfg: CenterPointConfig) -> nn.Module:
+    from pointmae.models.detection import CenterPoint
+    return CenterPoint(**constructor_kwargs(cfg))
+
+
 MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "point_mae": build_point_mae, "point_mae_cls": build_point_mae_classifier,
     "voxel_mae": build_voxel_mae, "r_mae": build_r_mae, "t_mae": build_t_mae,
+    "centerpoint": build_centerpoint,
 }

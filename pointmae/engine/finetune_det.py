@@ -1,0 +1,285 @@
+"""`tools/finetune_det.py CONFIG [--pretrained CKPT] [--freeze-backbone] [--backbone-lr-mult X]
+[--label-fraction F] [--work-dir DIR] [key=value ...]`: pre-trained encoder -> trained detector ->
+predictions on the validation split.
+
+Steps: build the detector from the config; load `vfe.` / `backbone_3d.` from --pretrained (a pointmae
+checkpoint or an OpenPCDet one; the matched / missing / unexpected report goes to the console and to
+<work_dir>/pretrained_load.txt, and a file that matches nothing is refused); optionally freeze the
+encoder or give it a smaller learning rate; train on a seeded fraction of the labelled frames through
+the engine's Trainer (checkpoints, resumption, logging as for pre-training); re-estimate the BatchNorm
+statistics on a few training batches (--precise-bn, see recalibrate_batchnorm; final_model.pt is
+rewritten with them); then run the detector on
+the validation frames and write <work_dir>/predictions.pt (a list, one dict per frame: "frame_id",
+"boxes" (M, 7|9) float64 sensor frame, "scores", "names"), <work_dir>/bev/*.png (detections in red
+next to the ground truth in green) and <work_dir>/metrics.json (quick BEV AP, see pointmae.eval.bev_ap).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from pointmae.config import (Config, ConfigError, DetectionDataConfig, config_to_dict,
+                             dump_config, load_config)
+from pointmae.data.detection import DetectionDataset, detection_augmentation, label_subset
+from pointmae.data.gt_sampling import GTDatabase
+from pointmae.data.lidar_datasets import build_lidar_dataset
+from pointmae.engine import distributed as D
+from pointmae.engine.builders import build_model
+from pointmae.engine.checkpoint import CheckpointError, atomic_torch_save
+from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device, seed_everything, set_deterministic
+from pointmae.models.detection import CenterPoint
+from pointmae.models.detection.pretrained import ENCODER_PREFIXES, PretrainedLoadError, load_pretrained_encoder
+
+NUM_BEV_PICTURES = 4
+
+
+def build_detection_datasets(cfg: DetectionDataConfig, work_dir: Optional[Path] = None,
+                             log=print) -> tuple[DetectionDataset, Optional[DetectionDataset]]:
+    """(training dataset with augmentation on the labelled subset, validation dataset or None when
+    data.val_args is empty). The GT database is built from the labelled subset only (cached in
+    work_dir/gt_database.pt when work_dir is given)."""
+    train_reader = build_lidar_dataset(cfg.source, **cfg.train_args)
+    indices = label_subset(len(train_reader), cfg.label_fraction, cfg.label_seed)
+    log(f"training frames: {len(indices)} of {len(train_reader)} (label_fraction={cfg.label_fraction}, "
+        f"label_seed={cfg.label_seed})")
+    transform = None
+    if cfg.augment:
+        database = None
+        if cfg.gt_sampling and cfg.gt_sample_counts:
+            database = _gt_database(cfg, train_reader, indices, work_dir, log)
+        transform = detection_augmentation(database, cfg.gt_sample_counts, cfg.flip_x, cfg.flip_y, cfg.rotation,
+                                           cfg.scale)
+    train = DetectionDataset(train_reader, cfg.class_names, indices, transform, cfg.crop_range, cfg.seed,
+                             cfg.min_points_in_box)
+    val = None
+    if cfg.val_args:
+        val_reader = build_lidar_dataset(cfg.source, **cfg.val_args)
+        val = DetectionDataset(val_reader, cfg.class_names, None, None, cfg.crop_range, cfg.seed,
+                               cfg.min_points_in_box)
+    return train, val
+
+
+def _gt_database(cfg: DetectionDataConfig, reader, indices: np.ndarray, work_dir: Optional[Path], log) -> GTDatabase:
+    used = indices if cfg.gt_database_frames <= 0 else indices[:cfg.gt_database_frames]
+    cache = Path(work_dir) / "gt_database.pt" if work_dir is not None else None
+    key = {"source": cfg.source, "train_args": cfg.train_args, "frames": [int(i) for i in used],
+           "classes": list(cfg.class_names), "min_points": cfg.gt_min_points}
+    if cache is not None and cache.is_file() and cache.with_suffix(".json").is_file():
+        if json.loads(cache.with_suffix(".json").read_text()) == key:
+            return GTDatabase.load(cache)
+    database = GTDatabase.build((reader[int(i)] for i in used), cfg.class_names, cfg.gt_min_points)
+    log(f"GT database from {len(used)} labelled frames: {database.counts()}")
+    if cache is not None:
+        database.save(cache)
+        cache.with_suffix(".json").write_text(json.dumps(key))
+    return database
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finetune_det.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config (configs/detection/<dataset>.yaml)")
+    p.add_argument("--pretrained", metavar="CKPT", help="pre-training checkpoint (pointmae or OpenPCDet)")
+    p.add_argument("--freeze-backbone", action="store_true", help="do not train vfe./backbone_3d.")
+    p.add_argument("--backbone-lr-mult", type=float, default=1.0, metavar="X",
+                   help="learning-rate multiplier of vfe./backbone_3d. (default 1)")
+    p.add_argument("--label-fraction", type=float, metavar="F", help="train on a seeded fraction F of the labelled "
+                   "frames (same as data.label_fraction=F)")
+    p.add_argument("--work-dir", help="run directory (default: work_dir from the config)")
+    p.add_argument("--precise-bn", type=int, default=8, metavar="N", help="re-estimate BatchNorm statistics on N "
+                   "training batches after training (default 8; 0: keep the running averages)")
+    p.add_argument("--no-train", action="store_true", help="only run inference (weights from --weights)")
+    p.add_argument("--weights", metavar="FILE", help="with --no-train: detector weights (final_model.pt)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.work_dir:
+        overrides.append(f"work_dir={args.work_dir}")
+    if args.label_fraction is not None:
+        overrides.append(f"data.label_fraction={args.label_fraction}")
+    cfg = load_config(args.config, overrides)
+    if cfg.model.name != "centerpoint" or cfg.data.name != "detection":
+        raise ConfigError(f"{args.config}: finetune_det.py needs model.name=centerpoint and data.name=detection, "
+                          f"got {cfg.model.name} / {cfg.data.name}")
+    if list(cfg.model.class_names) != list(cfg.data.class_names):
+        raise ConfigError(f"{args.config}: model.class_names {cfg.model.class_names} and data.class_names "
+                          f"{cfg.data.class_names} must be the same list")
+    if not 0.0 < cfg.data.label_fraction <= 1.0:
+        raise ConfigError(f"data.label_fraction / --label-fraction must be in (0, 1], got {cfg.data.label_fraction}")
+    if args.no_train and not args.weights:
+        raise ConfigError("--no-train needs --weights FILE (the detector to run), e.g. <work_dir>/final_model.pt")
+    if args.backbone_lr_mult <= 0:
+        raise ConfigError(f"--backbone-lr-mult must be > 0, got {args.backbone_lr_mult}")
+    return cfg
+
+
+def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: bool = False,
+             backbone_lr_mult: float = 1.0, train: bool = True, weights: Optional[str] = None,
+             precise_bn_batches: int = 8, log=print) -> dict:
+    """Everything the CLI does; returns {"trainer", "model", "predictions", "metrics", "load_report"}."""
+    set_deterministic(cfg.train.deterministic)
+    info = D.init_distributed(cfg.train.device)
+    work_dir = Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, work_dir / "config.yaml")
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model)
+    report = None
+    if pretrained:
+        report = load_pretrained_encoder(model, pretrained)
+        log(report.summary())
+        (work_dir / "pretrained_load.txt").write_text(report.summary() + "\n")
+    if freeze_backbone:
+        if not pretrained:
+            log("warning: --freeze-backbone without --pretrained freezes a randomly initialised encoder")
+        frozen = model.freeze(ENCODER_PREFIXES)
+        log(f"frozen: {len(frozen)} parameter tensors under {'/'.join(ENCODER_PREFIXES)}")
+    train_set, val_set = build_detection_datasets(cfg.data, work_dir, log)
+    trainer = None
+    if train:
+        mults = {p: backbone_lr_mult for p in ENCODER_PREFIXES} if backbone_lr_mult != 1.0 else None
+        trainer = Trainer(model, train_set, cfg.train, cfg.optim, cfg.sched, work_dir,
+                          config_dict=config_to_dict(cfg), info=info, lr_mults=mults)
+        if cfg.train.auto_resume:
+            trainer.resume()
+        trainer.fit()
+        model = trainer.model
+        if trainer.interrupted:      # SIGTERM: the checkpoint is saved; the same command continues the run
+            log(f"stopped by SIGTERM at step {trainer.step}; run the same command again to continue")
+            return {"trainer": trainer, "model": model, "load_report": report, "predictions": None,
+                    "metrics": None}
+        if precise_bn_batches > 0:
+            model.train()
+            loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True,
+                                                 collate_fn=train_set.collate_fn, generator=torch.Generator().manual_seed(0))
+            batches = (move_to_device(b, info.device) for _, b in zip(range(precise_bn_batches), loader))
+            log(f"BatchNorm statistics re-estimated on {recalibrate_batchnorm(model, batches)} training batches")
+            if info.is_main:   # final_model.pt holds the weights that the predictions below come from
+                atomic_torch_save({"format": "pointmae-weights", "format_version": 1, "model": model.state_dict(),
+                                   "config": config_to_dict(cfg), "step": trainer.step, "precise_bn_batches":
+                                   precise_bn_batches}, work_dir / "final_model.pt")
+    elif weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state))
+    result = {"trainer": trainer, "model": model, "load_report": report, "predictions": None, "metrics": None}
+    if val_set is not None and info.is_main:
+        predictions = predict_dataset(model, val_set, cfg.train.batch_size, info.device)
+        save_predictions(predictions, work_dir / "predictions.pt")
+        draw_predictions(val_set, predictions, work_dir / "bev", cfg.model.point_range)
+        metrics = quick_metrics(val_set, predictions, cfg.data.class_names)
+        (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log(f"validation ({len(predictions)} frames): " + json.dumps(metrics))
+        result.update(predictions=predictions, metrics=metrics)
+    return result
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches) -> int:
+    """Precise BatchNorm statistics (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021; detectron2's
+    PreciseBN): reset every trainable BatchNorm's running mean/variance and re-estimate them as the
+    plain average over `batches` in training mode. The detector's BNs use momentum 0.01 (OpenPCDet),
+    so after a short CPU run their running statistics still remember the initial ones and inference
+    would see features the network never saw in training. Frozen modules keep theirs. Returns the
+    number of batches used."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+             and m.track_running_stats]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None            # cumulative average over the batches below
+    used = 0
+    try:
+        for batch in batches:
+            model.forward_features(batch) if hasattr(model, "forward_features") else model(batch)
+            used += 1
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+    return used
+
+
+@torch.no_grad()
+def predict_dataset(model: CenterPoint, dataset: DetectionDataset, batch_size: int, device=None) -> list[dict]:
+    """The detector over every frame of `dataset`: the shared prediction format, one dict per frame
+    {"frame_id", "boxes" (M, 7|9) float64 sensor frame, "scores" (M,) float32, "names" (M,) str}."""
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False,
+                                         collate_fn=dataset.collate_fn)
+    out = []
+    for batch in loader:
+        if device is not None:
+            batch = move_to_device(batch, device)
+        for det in model.predict(batch):
+            out.append({"frame_id": det["frame_id"], "boxes": det["boxes"], "scores": det["scores"],
+                        "names": det["names"]})
+    model.train(was_training)
+    return out
+
+
+def save_predictions(predictions: list[dict], path: Path) -> None:
+    """torch.save of the list of per-frame dicts (numpy arrays as tensors, names as lists of str) so that
+    torch.load(..., weights_only=True) reads it back."""
+    plain = [{"frame_id": str(p["frame_id"]), "boxes": torch.from_numpy(np.asarray(p["boxes"], np.float64)),
+              "scores": torch.from_numpy(np.asarray(p["scores"], np.float32)),
+              "names": [str(n) for n in p["names"]]} for p in predictions]
+    torch.save(plain, path)
+
+
+def draw_predictions(dataset: DetectionDataset, predictions: list[dict], directory: Path, point_range,
+                     count: int = NUM_BEV_PICTURES) -> list[Path]:
+    from pointmae.viz.bev import save_frame_bev
+    paths = []
+    for i in range(min(count, len(dataset))):
+        frame = dataset[i]
+        det = predictions[i]
+        keep = det["scores"] >= 0.3
+        paths.append(save_frame_bev(frame, Path(directory) / f"{frame.frame_id}.png", predictions=det["boxes"][keep],
+                                    prediction_labels=det["names"][keep], prediction_scores=det["scores"][keep],
+                                    x_range=(point_range[0], point_range[3]), y_range=(point_range[1], point_range[4])))
+    return paths
+
+
+def quick_metrics(dataset: DetectionDataset, predictions: list[dict], class_names) -> dict:
+    from pointmae.eval.bev_ap import bev_average_precision
+    gt = [dataset[i] for i in range(len(dataset))]
+    metrics = {}
+    for name in class_names:
+        for iou in (0.5, 0.7):
+            ap = bev_average_precision([p["boxes"][p["names"] == name] for p in predictions],
+                                       [p["scores"][p["names"] == name] for p in predictions],
+                                       [f.boxes[f.names == name] for f in gt], iou)
+            if ap is not None:
+                metrics[f"{name}/bev_ap_r40@{iou}"] = round(100.0 * ap, 2)
+    return metrics
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    try:
+        cfg = resolve(args)
+    except ConfigError as e:
+        print(f"finetune_det.py: config error: {e}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        result = finetune(cfg, args.pretrained, args.freeze_backbone, args.backbone_lr_mult, train=not args.no_train,
+                          weights=args.weights, precise_bn_batches=args.precise_bn)
+        if result["trainer"] is not None and result["trainer"].interrupted:
+            return 128 + signal.SIGTERM
+    except (PretrainedLoadError, CheckpointError, NonFiniteLossError) as e:
+        print(f"finetune_det.py: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        D.shutdown_distributed()
+    return 0

@@ -1,0 +1,109 @@
+"""The CenterPoint model end to end on tiny grids: shapes, both backbone families, an overfit of two
+synthetic frames (the loss falls and the decoded boxes match the ground truth), determinism."""
+import numpy as np
+import pytest
+import torch
+
+from pointmae import ops
+from pointmae.data.detection import DetectionDataset, collate_detection
+from pointmae.data.lidar_datasets import SyntheticFrames
+from pointmae.engine.finetune_det import recalibrate_batchnorm
+from pointmae.models.detection import CenterPoint
+
+CLASSES = ["Car", "Pedestrian"]
+RANGE = (0.0, -9.6, -3.0, 19.2, 9.6, 1.0)
+TINY_BEV = dict(bev_layer_nums=[1, 1], bev_layer_strides=[1, 2], bev_num_filters=[16, 32],
+                bev_num_upsample_filters=[16, 16], head_channels=16)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.set_num_threads(1)
+    ds = DetectionDataset(SyntheticFrames(num_frames=2, seed=3), CLASSES, crop_range=RANGE)
+    frames = [ds[0], ds[1]]
+    assert all(len(f.boxes) >= 3 for f in frames)
+    return collate_detection(frames)
+
+
+def sparse_model(**kw):
+    torch.manual_seed(0)
+    args = dict(point_range=RANGE, voxel_size=(0.2, 0.2, 0.16), backbone="VoxelBackBone8x",
+                bev_upsample_strides=[2, 4], score_threshold=0.3, **TINY_BEV)
+    args.update(kw)
+    return CenterPoint(CLASSES, **args)
+
+
+def test_shapes_and_grid(batch):
+    model = sparse_model(with_velocity=True)
+    assert model.feature_map_stride == 4 and (model.grid.nx, model.grid.ny) == (24, 24)
+    maps = model.forward_features(batch)
+    assert maps["heatmap"].shape == (2, 2, 24, 24)
+    assert {k: v.shape[1] for k, v in maps.items()} == {"heatmap": 2, "offset": 2, "z": 1, "dims": 3, "rot": 2,
+                                                         "vel": 2}
+    out = model(batch)
+    assert out["loss"].requires_grad and out["num_objects"] == sum(len(b) for b in batch["boxes"])
+    model.eval()
+    dets = model.predict(batch)
+    assert [d["frame_id"] for d in dets] == batch["frame_ids"]
+    for d in dets:
+        assert d["boxes"].dtype == np.float64 and d["boxes"].shape[1] == 9
+        assert len(d["boxes"]) == len(d["scores"]) == len(d["names"])
+
+
+def test_sst_backbone_and_dynamic_vfe_train(batch):
+    torch.manual_seed(0)
+    model = CenterPoint(CLASSES, point_range=RANGE, voxel_size=(0.4, 0.4, 4.0), vfe="dynamic_mean", backbone="SST",
+                        sst_dim=16, sst_depth=2, sst_num_heads=2, sst_window=(8, 8), bev_upsample_strides=[1, 2],
+                        **TINY_BEV)
+    assert model.feature_map_stride == 1 and (model.grid.nx, model.grid.ny) == (48, 48)
+    out = model(batch)
+    out["loss"].backward()
+    assert model.backbone_3d.input_proj[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pillars"):
+        CenterPoint(CLASSES, point_range=RANGE, voxel_size=(0.4, 0.4, 0.2), backbone="SST")
+
+
+def test_sparse_backbone_needs_enough_height_layers():
+    with pytest.raises(ValueError, match="at least 24 z cells"):
+        CenterPoint(CLASSES, point_range=RANGE, voxel_size=(0.2, 0.2, 0.4), **TINY_BEV)
+
+
+def test_missing_channel_is_a_clear_error(batch):
+    model = sparse_model(point_channels=["x", "y", "z", "elongation"])
+    with pytest.raises(ValueError, match="elongation"):
+        model(batch)
+
+
+def test_overfit_two_frames_loss_falls_and_boxes_match(batch):
+    model = sparse_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(60):
+        out = model(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(out["loss"]))
+    assert losses[-1] < 0.15 * losses[0], losses
+    recalibrate_batchnorm(model, [batch])
+    model.eval()
+    for boxes, names, det in zip(batch["boxes"], batch["names"], model.predict(batch)):
+        assert len(det["boxes"]) > 0
+        iou = ops.box_iou_bev(boxes[:, :7].double(), torch.from_numpy(det["boxes"][:, :7]))
+        best = iou.max(dim=1)
+        assert torch.all(best.values > 0.5), best.values
+        assert list(det["names"][best.indices.numpy()]) == list(names)
+
+
+def test_same_seed_same_loss(batch):
+    a, b = sparse_model()(batch)["loss"], sparse_model()(batch)["loss"]
+    assert torch.equal(a, b)
+
+
+def test_visualize_draws_the_training_step(batch):
+    model = sparse_model()
+    outputs = model(batch)
+    pictures = model.visualize(batch, outputs)
+    image = pictures["bev_detections"]
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert (image == [60, 220, 60]).all(axis=2).sum() > 50          # ground-truth boxes drawn in green
