@@ -17,8 +17,9 @@ tiled brute force with one thread per query, so a single cloud fills the GPU. k 
 (CUDA keeps k <= 128 in per-thread buffers and uses a slower global-memory buffer above that).
 
 Gradients: `dist2` is differentiable with respect to `query` and `points` (d dist2 / d q = 2 (q - p));
-`idx` is not. The backward accumulates into `points` with `index_add_`, which is deterministic on the
-CPU; on CUDA it uses atomics unless torch.use_deterministic_algorithms(True) is set.
+`idx` is not. The backward accumulates into `points` with the grouping op's deterministic scatter-add
+(`gather_points_backward`, pointmae/ops/grouping.py: each point sums its entries in increasing order,
+no floating-point atomics), so gradients have the same bits on every run, on CPU and CUDA.
 """
 from typing import Optional, Tuple
 
@@ -146,7 +147,8 @@ def _distance_backward(grad_dist2, query, points, idx):
     weight = torch.where(valid, grad_dist2, torch.zeros_like(grad_dist2))
     grad_pair = 2 * weight.unsqueeze(-1) * diff                       # (Q, k, 3)
     grad_query = grad_pair.sum(1)
-    grad_points = torch.zeros_like(points).index_add_(0, safe_idx.reshape(-1), -grad_pair.reshape(-1, 3))
+    # Entries with idx = -1 are skipped by the scatter (and their grad_pair is zero anyway).
+    grad_points = torch.ops.pointmae.gather_points_backward(-grad_pair.contiguous(), idx, points.shape[0])
     return grad_query, grad_points
 
 

@@ -211,6 +211,32 @@ def test_gradcheck():
                                     (q, p))
 
 
+def test_backward_matches_index_add_and_repeats_bitwise(device):
+    # The points' gradient is a scatter-add over the (Q, k) index lists; it is computed without
+    # floating-point atomics, so it is the same on every run and equals the in-order sum.
+    gen = torch.Generator().manual_seed(9)
+    q = torch.rand(300, 3, generator=gen).to(device).requires_grad_()
+    p = torch.rand(40, 3, generator=gen).to(device).requires_grad_()   # few points: many queries share one
+    qo, po = torch.tensor([0, 300], device=device), torch.tensor([0, 40], device=device)
+    weights = torch.rand(300, 16, generator=gen).to(device)
+
+    def grads():
+        q.grad = p.grad = None
+        dist2, idx = ops.knn(q, qo, p, po, 16)
+        (dist2 * weights).sum().backward()
+        return q.grad.clone(), p.grad.clone(), idx
+
+    gq, gp, idx = grads()
+    for _ in range(3):
+        gq2, gp2, _ = grads()
+        assert torch.equal(gq, gq2) and torch.equal(gp, gp2)
+    with torch.no_grad():
+        diff = q.unsqueeze(1) - p[idx]
+        pair = 2 * weights.unsqueeze(-1) * diff
+        expected = torch.zeros_like(p).index_add_(0, idx.reshape(-1), -pair.reshape(-1, 3))
+    torch.testing.assert_close(gp, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_torch_compile_fullgraph():
     q, qo, p, po = make_batch([40, 25], [9, 6], "random", 2, torch.float32)
 
