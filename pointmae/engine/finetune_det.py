@@ -251,7 +251,7 @@ def validation_metrics(cfg: DetectionDataConfig, dataset: DetectionDataset, pred
     """metrics.json: the KITTI protocol where the validation frames are KITTI-shaped (see the module
     docstring), else quick_metrics. KITTI keys: "<Class>/<bev|3d>_R40/moderate" (strict overlaps:
     0.7 Car, 0.5 Pedestrian / Cyclist) and "mean/<bev|3d>_R40/moderate" over the classes with ground
-    truth, plus "num_frames". The KITTI ground truth is the reader's unfiltered labels, not the
+    truth (null where a class has no valid ground truth), plus "num_frames". The KITTI ground truth is the reader's unfiltered labels, not the
     detector's cropped training targets. With <= 40 valid ground truths of a class and difficulty even a
     perfect detector scores below 100 (the devkit's 41 thresholds, see pointmae.eval.kitti)."""
     classes = [c for c in KITTI_CLASSES if c in cfg.class_names]
@@ -260,11 +260,14 @@ def validation_metrics(cfg: DetectionDataConfig, dataset: DetectionDataset, pred
     frames = [dataset.reader[int(i)] for i in dataset.indices]
     evaluate = evaluate_synthetic_predictions if cfg.source == "synthetic" else evaluate_kitti_predictions
     result = evaluate(predictions, frames, classes=classes, overlap_sets=("strict",), metrics=("bev", "3d"))
+    def rounded(ap: float):
+        return None if np.isnan(ap) else round(ap, 2)      # no valid ground truth: null (JSON has no NaN)
+
     metrics: dict = {"num_frames": len(frames)}
     for metric in ("bev", "3d"):
         for cls in classes:
-            metrics[f"{cls}/{metric}_R40/moderate"] = round(result.get(cls, metric), 2)
-        metrics[f"mean/{metric}_R40/moderate"] = round(result.mean_ap(metric, classes=classes), 2)
+            metrics[f"{cls}/{metric}_R40/moderate"] = rounded(result.get(cls, metric))
+        metrics[f"mean/{metric}_R40/moderate"] = rounded(result.mean_ap(metric, classes=classes))
     return metrics
 
 
