@@ -53,6 +53,7 @@ def pretrain(tmp_path, method, extra):
     return checkpoint
 
 
+@pytest.mark.slow          # ~10 s on one core
 def test_pretrain_finetune_evaluate_submit(tmp_path, capsys):
     torch.set_num_threads(1)
     r_mae = pretrain(tmp_path, "r_mae", [])
