@@ -71,7 +71,7 @@ SCALES = {
         detector_epochs=1, precise_bn=1,
         notes="smoke scale: toy grid, 4 labelled frames, 2 validation frames, one epoch; the numbers mean nothing"),
     "full": Scale(
-        pretrain_common=_MAE_GRID + ("data.num_frames=256", "train.epochs=10"),
+        pretrain_common=_MAE_GRID + ("data.num_frames=512", "train.epochs=10"),
         pretrain={"r_mae": (), "voxel_mae": ("model.backbone=VoxelBackBone8x", "model.max_points_per_voxel=5",
                                              "model.max_voxels=40000")},
         detector=("data.val_args={num_frames: 40, seed: 1000}",),
