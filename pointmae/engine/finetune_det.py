@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from pointmae.config import (Config, ConfigError, DetectionDataConfig, config_to_dict,
-                             dump_config, load_config)
+                             dump_config)
 from pointmae.data.detection import DetectionDataset, detection_augmentation, label_subset
 from pointmae.data.gt_sampling import GTDatabase
 from pointmae.data.lidar_datasets import build_lidar_dataset
 from pointmae.engine import distributed as D
 from pointmae.engine.builders import build_model
 from pointmae.engine.checkpoint import CheckpointError, atomic_torch_save
+from pointmae.engine.run import resolve_config
 from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device, seed_everything, set_deterministic
 from pointmae.eval.kitti import CLASSES as KITTI_CLASSES, evaluate_kitti_predictions, evaluate_synthetic_predictions
 from pointmae.models.detection import CenterPoint
@@ -108,12 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides)
-    if args.work_dir:
-        overrides.append(f"work_dir={args.work_dir}")
-    if args.label_fraction is not None:
-        overrides.append(f"data.label_fraction={args.label_fraction}")
-    cfg = load_config(args.config, overrides)
+    """The config with its key=value overrides and --work-dir (as pre-training resolves it), plus
+    --label-fraction; checked for what fine-tuning needs."""
+    extra = [] if args.label_fraction is None else [f"data.label_fraction={args.label_fraction}"]
+    cfg = resolve_config(argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *extra]}))
     if cfg.model.name != "centerpoint" or cfg.data.name != "detection":
         raise ConfigError(f"{args.config}: finetune_det.py needs model.name=centerpoint and data.name=detection, "
                           f"got {cfg.model.name} / {cfg.data.name}")
