@@ -474,7 +474,10 @@ def evaluate_synthetic_predictions(predictions: Sequence[dict], frames: Sequence
     label_2 (pointmae.data.synthetic.kitti_writer.camera_labels: objects seen by the front camera of
     the fixed synthetic rig, 2D boxes, truncation and occlusion), the detections go through that rig's
     calibration exactly like evaluate_kitti_predictions. image_size: one (width, height) for every frame;
-    other arguments as there."""
+    other arguments as there. Known bias: the label writer keeps an object only when all 8 corners are
+    in front of the camera, the detection side (project_boxes_to_image) when some part is, so a correct
+    detection of an object cut by the image plane at the side is a false positive: the ground truth
+    scored as predictions gives about 98 moderate Car AP_R40 on 12 frames, not 100."""
     from pointmae.data.synthetic.kitti_writer import camera_labels, synthetic_calibration
     calib = synthetic_calibration()
     by_id = _predictions_by_id(predictions, [f.frame_id for f in frames])
