@@ -64,8 +64,8 @@ def test_pretrain_finetune_evaluate_submit(tmp_path, capsys):
     runs = {}
     for name, checkpoint in (("r_mae", r_mae), ("voxel_mae", voxel_mae)):
         work = tmp_path / f"det_{name}"
-        code = tool("finetune_det")(["configs/detection/synthetic.yaml", "--pretrained", str(checkpoint),
-                                     "--precise-bn", "1", "--work-dir", str(work)] + DETECTOR)
+        code = tool("finetune_det")([str(ROOT / "configs" / "detection" / "synthetic.yaml"), "--pretrained",
+                                     str(checkpoint), "--precise-bn", "1", "--work-dir", str(work)] + DETECTOR)
         assert code == 0, f"finetune from {name} failed"
         report = (work / "pretrained_load.txt").read_text()
         assert "72 matched, 0 missing" in report, report          # all of VoxelBackBone8x's backbone_3d. keys
