@@ -9,9 +9,13 @@ encoder or give it a smaller learning rate; train on a seeded fraction of the la
 the engine's Trainer (checkpoints, resumption, logging as for pre-training); re-estimate the BatchNorm
 statistics on a few training batches (--precise-bn, see recalibrate_batchnorm; final_model.pt is
 rewritten with them); then run the detector on
-the validation frames and write <work_dir>/predictions.pt (a list, one dict per frame: "frame_id",
-"boxes" (M, 7|9) float64 sensor frame, "scores", "names"), <work_dir>/bev/*.png (detections in red
-next to the ground truth in green) and <work_dir>/metrics.json (quick BEV AP, see pointmae.eval.bev_ap).
+the validation frames and write <work_dir>/predictions.pkl (pointmae.submission.save_predictions: one
+entry per frame, "frame_id", "boxes" (M, 7|9) float64 sensor frame, "scores", "names"; the input of
+tools/submit.py), <work_dir>/bev/*.png (detections in red next to the ground truth in green) and
+<work_dir>/metrics.json: where the validation data is KITTI-shaped (data.source kitti, or the synthetic
+world with its KITTI-like camera rig) the KITTI protocol of pointmae.eval.kitti (moderate AP_R40, BEV
+and 3D, strict overlaps, per class among Car / Pedestrian / Cyclist and their mean); for other sources
+(nuScenes, Waymo: their own evaluators run through tools/submit.py) a quick BEV AP (pointmae.eval.bev_ap).
 """
 from __future__ import annotations
 
@@ -26,16 +30,19 @@ import numpy as np
 import torch
 
 from pointmae.config import (Config, ConfigError, DetectionDataConfig, config_to_dict,
-                             dump_config, load_config)
+                             dump_config)
 from pointmae.data.detection import DetectionDataset, detection_augmentation, label_subset
 from pointmae.data.gt_sampling import GTDatabase
 from pointmae.data.lidar_datasets import build_lidar_dataset
 from pointmae.engine import distributed as D
 from pointmae.engine.builders import build_model
 from pointmae.engine.checkpoint import CheckpointError, atomic_torch_save
+from pointmae.engine.run import resolve_config
 from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device, seed_everything, set_deterministic
+from pointmae.eval.kitti import CLASSES as KITTI_CLASSES, evaluate_kitti_predictions, evaluate_synthetic_predictions
 from pointmae.models.detection import CenterPoint
 from pointmae.models.detection.pretrained import ENCODER_PREFIXES, PretrainedLoadError, load_pretrained_encoder
+from pointmae.submission import save_predictions
 
 NUM_BEV_PICTURES = 4
 
@@ -102,12 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides)
-    if args.work_dir:
-        overrides.append(f"work_dir={args.work_dir}")
-    if args.label_fraction is not None:
-        overrides.append(f"data.label_fraction={args.label_fraction}")
-    cfg = load_config(args.config, overrides)
+    """The config with its key=value overrides and --work-dir (as pre-training resolves it), plus
+    --label-fraction; checked for what fine-tuning needs."""
+    extra = [] if args.label_fraction is None else [f"data.label_fraction={args.label_fraction}"]
+    cfg = resolve_config(argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *extra]}))
     if cfg.model.name != "centerpoint" or cfg.data.name != "detection":
         raise ConfigError(f"{args.config}: finetune_det.py needs model.name=centerpoint and data.name=detection, "
                           f"got {cfg.model.name} / {cfg.data.name}")
@@ -174,9 +179,9 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
     result = {"trainer": trainer, "model": model, "load_report": report, "predictions": None, "metrics": None}
     if val_set is not None and info.is_main:
         predictions = predict_dataset(model, val_set, cfg.train.batch_size, info.device)
-        save_predictions(predictions, work_dir / "predictions.pt")
+        save_predictions(work_dir / "predictions.pkl", predictions)
         draw_predictions(val_set, predictions, work_dir / "bev", cfg.model.point_range)
-        metrics = quick_metrics(val_set, predictions, cfg.data.class_names)
+        metrics = validation_metrics(cfg.data, val_set, predictions)
         (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log(f"validation ({len(predictions)} frames): " + json.dumps(metrics))
         result.update(predictions=predictions, metrics=metrics)
@@ -227,15 +232,6 @@ def predict_dataset(model: CenterPoint, dataset: DetectionDataset, batch_size: i
     return out
 
 
-def save_predictions(predictions: list[dict], path: Path) -> None:
-    """torch.save of the list of per-frame dicts (numpy arrays as tensors, names as lists of str) so that
-    torch.load(..., weights_only=True) reads it back."""
-    plain = [{"frame_id": str(p["frame_id"]), "boxes": torch.from_numpy(np.asarray(p["boxes"], np.float64)),
-              "scores": torch.from_numpy(np.asarray(p["scores"], np.float32)),
-              "names": [str(n) for n in p["names"]]} for p in predictions]
-    torch.save(plain, path)
-
-
 def draw_predictions(dataset: DetectionDataset, predictions: list[dict], directory: Path, point_range,
                      count: int = NUM_BEV_PICTURES) -> list[Path]:
     from pointmae.viz.bev import save_frame_bev
@@ -248,6 +244,30 @@ def draw_predictions(dataset: DetectionDataset, predictions: list[dict], directo
                                     prediction_labels=det["names"][keep], prediction_scores=det["scores"][keep],
                                     x_range=(point_range[0], point_range[3]), y_range=(point_range[1], point_range[4])))
     return paths
+
+
+def validation_metrics(cfg: DetectionDataConfig, dataset: DetectionDataset, predictions: list[dict]) -> dict:
+    """metrics.json: the KITTI protocol where the validation frames are KITTI-shaped (see the module
+    docstring), else quick_metrics. KITTI keys: "<Class>/<bev|3d>_R40/moderate" (strict overlaps:
+    0.7 Car, 0.5 Pedestrian / Cyclist) and "mean/<bev|3d>_R40/moderate" over the classes with ground
+    truth (null where a class has no valid ground truth), plus "num_frames". The KITTI ground truth is the reader's unfiltered labels, not the
+    detector's cropped training targets. With <= 40 valid ground truths of a class and difficulty even a
+    perfect detector scores below 100 (the devkit's 41 thresholds, see pointmae.eval.kitti)."""
+    classes = [c for c in KITTI_CLASSES if c in cfg.class_names]
+    if cfg.source not in ("synthetic", "kitti") or not classes:
+        return quick_metrics(dataset, predictions, cfg.class_names)
+    frames = [dataset.reader[int(i)] for i in dataset.indices]
+    evaluate = evaluate_synthetic_predictions if cfg.source == "synthetic" else evaluate_kitti_predictions
+    result = evaluate(predictions, frames, classes=classes, overlap_sets=("strict",), metrics=("bev", "3d"))
+    def rounded(ap: float):
+        return None if np.isnan(ap) else round(ap, 2)      # no valid ground truth: null (JSON has no NaN)
+
+    metrics: dict = {"num_frames": len(frames)}
+    for metric in ("bev", "3d"):
+        for cls in classes:
+            metrics[f"{cls}/{metric}_R40/moderate"] = rounded(result.get(cls, metric))
+        metrics[f"mean/{metric}_R40/moderate"] = rounded(result.mean_ap(metric, classes=classes))
+    return metrics
 
 
 def quick_metrics(dataset: DetectionDataset, predictions: list[dict], class_names) -> dict:

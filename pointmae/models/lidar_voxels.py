@@ -37,8 +37,9 @@ class VoxelGrid:
 
     @property
     def grid_size(self) -> tuple[int, int, int]:
-        """(nx, ny, nz), rounded like pointmae.ops.voxelize does."""
-        return tuple(int(round((self.point_range[i + 3] - self.point_range[i]) / self.voxel_size[i]))
+        """(nx, ny, nz), rounded like pointmae.ops.voxelize does: half away from zero (Python's round()
+        would round a .5 extent to even and disagree with the kernels)."""
+        return tuple(int((self.point_range[i + 3] - self.point_range[i]) / self.voxel_size[i] + 0.5)
                      for i in range(3))
 
     def centres(self, coords: torch.Tensor) -> torch.Tensor:

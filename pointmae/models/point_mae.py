@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pointmae.layers import Block
+from pointmae.layers.weight_init import init_linear_and_layernorm
 from pointmae.models.point_tokenizer import MiniPointNet, group_points
 from pointmae.ops import chamfer_loss_l2
 
@@ -101,14 +102,7 @@ class PointMAE(nn.Module):
 
     def initialize_weights(self):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_layernorm(self)
 
     def patchify(self, points):
         """points (B, N, 3) -> (neighborhoods (B, G, K, 3), centers (B, G, 3))."""

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from pointmae.layers.cross_attention import CrossBlock
+from pointmae.layers.weight_init import init_linear_and_layernorm
 from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone, window_partition
 from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
                                           generator_from_global_rng, voxelize_points, without_stand_ins)
@@ -208,14 +209,7 @@ class TemporalMAE(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         for module in self.cross_attention:
             nn.init.trunc_normal_(module.null_key, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_layernorm(self)
 
     # ---------------------------------------------------------------------------------------------
     # data -> voxels -> mask

@@ -107,3 +107,19 @@ def test_visualize_draws_the_training_step(batch):
     image = pictures["bev_detections"]
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert (image == [60, 220, 60]).all(axis=2).sum() > 50          # ground-truth boxes drawn in green
+
+
+def test_hard_voxel_features_match_the_hard_voxelization_kernel(batch):
+    """The detector's VFE is the LiDAR MAEs' MeanVFE over the shared voxelization; with capacity limits it
+    must average exactly the points pointmae.ops.voxelize (VoxelNet / SECOND hard voxelization) keeps."""
+    model = sparse_model(max_points_per_voxel=2, max_voxels=300)
+    voxels = model.voxelizer(batch["points"], batch["offsets"], batch["channels"])
+    features = model.vfe(voxels.points, voxels.point_to_voxel, voxels.coords)
+    hard = ops.voxelize(voxels.points, batch["offsets"], [0.2, 0.2, 0.16], list(RANGE), 2, 300)
+    expected = hard.voxels.sum(1) / hard.num_points.clamp(min=1)[:, None].float()
+    assert int((hard.coords[:, 0] == 0).sum()) == 300                     # the voxel limit binds
+    assert int((hard.num_points == 2).sum()) > 0                          # so does the point limit
+    got = {tuple(c.tolist()): f for c, f in zip(voxels.coords, features)}
+    want = {tuple(c.tolist()): f for c, f in zip(hard.coords, expected)}
+    assert got.keys() == want.keys()
+    assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want)

@@ -13,7 +13,7 @@ from pointmae.engine.finetune_det import main as finetune_main
 from pointmae.models.backbones.sparse_conv import VoxelBackBone8x
 from pointmae.models.detection import CenterPoint
 from pointmae.models.detection.pretrained import PretrainedLoadError, load_pretrained_encoder
-from pointmae.models.detection.vfe import MeanVFE
+from pointmae.models.voxel_features import MeanVFE
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detection" / "synthetic.yaml"
 RANGE = (0.0, -9.6, -3.0, 19.2, 9.6, 1.0)
@@ -35,7 +35,7 @@ class TinyPretrainer(nn.Module):
     def __init__(self, in_channels=4, seed=1):
         super().__init__()
         torch.manual_seed(seed)
-        self.vfe = MeanVFE(in_channels)
+        self.vfe = MeanVFE(in_channels, VOXEL, RANGE, centre_offset=False)
         self.backbone_3d = VoxelBackBone8x(in_channels, GRID)
         self.decoder = nn.Linear(128, 3)
         with torch.no_grad():

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from pointmae.models.backbones.spconv_compat import SparseConv3d, SubMConv3d
+from pointmae.models.backbones.voxel_inputs import check_voxel_inputs
 
 __all__ = ["SparseBackboneOutput", "VoxelBackBone8x", "VoxelResBackBone8x", "sparse_backbone_factories"]
 
@@ -148,12 +149,7 @@ class _SparseBackbone8x(nn.Module):
     def forward(self, voxel_features: torch.Tensor, voxel_coords: torch.Tensor,
                 batch_size: int) -> SparseBackboneOutput:
         """voxel_features: (N, C_in) float; voxel_coords: (N, 4) int (batch, z, y, x), unique rows."""
-        if voxel_features.dim() != 2 or voxel_features.shape[1] != self.in_channels:
-            raise ValueError(f"voxel_features must have shape (N, {self.in_channels}), "
-                             f"got {tuple(voxel_features.shape)}")
-        if voxel_coords.shape != (voxel_features.shape[0], 4) or voxel_coords.dtype.is_floating_point:
-            raise ValueError(f"voxel_coords must be an integer tensor of shape ({voxel_features.shape[0]}, 4) "
-                             f"(batch, z, y, x), got {voxel_coords.dtype} {tuple(voxel_coords.shape)}")
+        check_voxel_inputs(voxel_features, voxel_coords, self.in_channels)
         x = spconv.SparseConvTensor(voxel_features, voxel_coords.int(), self.sparse_shape, batch_size)
         x = self.conv_input(x)
         x_conv1 = self.conv1(x)        # stride 1, c1

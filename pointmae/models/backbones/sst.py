@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pointmae.layers.block import Block
+from pointmae.models.backbones.voxel_inputs import check_voxel_inputs
 
 __all__ = ["WindowGroups", "window_partition", "group_by_window", "SparseWindowBlock", "SSTBackbone"]
 
@@ -149,12 +150,7 @@ class SSTBackbone(nn.Module):
 
     def forward(self, voxel_features: torch.Tensor, voxel_coords: torch.Tensor) -> torch.Tensor:
         """voxel_features: (N, C_in); voxel_coords: (N, 4) int (batch, z, y, x). Returns (N, dim)."""
-        if voxel_features.dim() != 2 or voxel_features.shape[1] != self.in_channels:
-            raise ValueError(f"voxel_features must have shape (N, {self.in_channels}), "
-                             f"got {tuple(voxel_features.shape)}")
-        if voxel_coords.shape != (voxel_features.shape[0], 4) or voxel_coords.dtype.is_floating_point:
-            raise ValueError(f"voxel_coords must be an integer tensor of shape ({voxel_features.shape[0]}, 4) "
-                             f"(batch, z, y, x), got {voxel_coords.dtype} {tuple(voxel_coords.shape)}")
+        check_voxel_inputs(voxel_features, voxel_coords, self.in_channels)
         x = self.input_proj(voxel_features)
         for block in self.blocks:
             x = block(x, voxel_coords)

@@ -1,5 +1,5 @@
 """CenterPoint-style 3D detection, one concept per file:
-voxelization.py (points -> voxels), vfe.py (voxel feature encoders), bev.py (height compression,
+voxelization.py (points -> voxels; the VFE is the LiDAR MAEs' pointmae.models.voxel_features.MeanVFE), bev.py (height compression,
 pillar scatter, SECOND-style 2D backbone), targets.py (Gaussian heatmaps, box encoding), losses.py
 (focal + L1), center_head.py, postprocess.py (top-k decoding, NMS), centerpoint.py (the model),
 pretrained.py (loading pre-trained 3D encoders)."""

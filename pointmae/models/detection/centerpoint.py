@@ -32,8 +32,8 @@ from pointmae.models.detection.center_head import CenterHead
 from pointmae.models.detection.losses import focal_heatmap_loss, gather_at, masked_l1_loss
 from pointmae.models.detection.postprocess import local_maxima, postprocess, topk_candidates
 from pointmae.models.detection.targets import FeatureGrid, build_targets, code_size
-from pointmae.models.detection.vfe import DynamicMeanVFE, MeanVFE
 from pointmae.models.detection.voxelization import Voxelizer
+from pointmae.models.voxel_features import MeanVFE
 
 
 class CenterPoint(nn.Module):
@@ -63,10 +63,13 @@ class CenterPoint(nn.Module):
         self.register_buffer("code_weights", torch.tensor(list(code_weights)[:cs], dtype=torch.float32),
                              persistent=False)
         self.point_range = [float(v) for v in point_range]
+        if vfe not in ("mean", "dynamic_mean"):
+            raise ValueError(f"vfe must be 'mean' (hard voxels) or 'dynamic_mean' (every point), got {vfe!r}")
         self.voxelizer = Voxelizer(point_channels, point_range, voxel_size,
                                    "dynamic" if vfe == "dynamic_mean" else "hard", max_points_per_voxel, max_voxels)
         c_in = len(point_channels)
-        self.vfe = MeanVFE(c_in) if vfe == "mean" else DynamicMeanVFE(c_in)
+        # The LiDAR MAEs' parameter-free VFE, without their centre offset: the backbone takes C channels.
+        self.vfe = MeanVFE(c_in, voxel_size, point_range, centre_offset=False)
         nx, ny, nz = self.voxelizer.grid_size
         if backbone in ("VoxelBackBone8x", "VoxelResBackBone8x"):
             cls = VoxelBackBone8x if backbone == "VoxelBackBone8x" else VoxelResBackBone8x
@@ -115,7 +118,7 @@ class CenterPoint(nn.Module):
     def forward_features(self, batch: dict) -> dict[str, torch.Tensor]:
         """batch -> the head's maps (B, c, H', W') (see CenterHead)."""
         voxels = self.voxelizer(batch["points"], batch["offsets"], batch["channels"])
-        features = self.vfe(voxels)                                      # (V, C)
+        features = self.vfe(voxels.points, voxels.point_to_voxel, voxels.coords)   # (V, C)
         if isinstance(self.to_bev, HeightCompression):
             encoded = self.backbone_3d(features, voxels.coords, voxels.batch_size)
             bev = self.to_bev(encoded)                                   # (B, 128 * D, H/8, W/8)

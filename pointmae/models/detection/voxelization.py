@@ -2,8 +2,10 @@
 
 Hard voxelization (VoxelNet / SECOND) keeps at most `max_points_per_voxel` points in each of at most
 `max_voxels` voxels per cloud; dynamic voxelization (Zhou et al., "End-to-End Multi-View Fusion for 3D
-Object Detection in LiDAR Point Clouds", CoRL 2019) keeps every point and remembers its voxel. Both
-are the kernels of pointmae.ops; this module only picks the channels and holds the grid.
+Object Detection in LiDAR Point Clouds", CoRL 2019) keeps every point and remembers its voxel. Both are
+`pointmae.models.lidar_voxels.voxelize_points`, the voxelization of every LiDAR MAE (with or without its
+capacity limits), so the detector sees voxels exactly as pre-training did; this module only picks the
+channels the detector was configured with.
 """
 from __future__ import annotations
 
@@ -12,19 +14,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from pointmae import ops
-
-
-def grid_size(point_range: Sequence[float], voxel_size: Sequence[float]) -> tuple[int, int, int]:
-    """(nx, ny, nz) cells, with the kernels' rule: round((x1 - x0) / vx), half away from zero."""
-    sizes = []
-    for axis in range(3):
-        extent = float(point_range[axis + 3]) - float(point_range[axis])
-        if extent <= 0 or float(voxel_size[axis]) <= 0:
-            raise ValueError(f"point_range must have x0 < x1, y0 < y1, z0 < z1 and voxel_size > 0; got "
-                             f"point_range={list(point_range)}, voxel_size={list(voxel_size)}")
-        sizes.append(int(extent / float(voxel_size[axis]) + 0.5))
-    return tuple(sizes)
+from pointmae.models.lidar_voxels import VoxelGrid, voxelize_points
 
 
 class VoxelBatch(NamedTuple):
@@ -32,16 +22,12 @@ class VoxelBatch(NamedTuple):
 
     points:      (N, C) the selected channels of the packed points.
     coords:      (V, 4) int32 (batch, z, y, x).
-    voxels:      (V, P, C) hard voxelization only (else None), zero padded.
-    num_points:  (V,) int32 hard voxelization only (else None).
-    point_to_voxel: (N,) int64 dynamic voxelization only (else None), -1 for dropped points.
+    point_to_voxel: (N,) int64, -1 for points dropped (outside the range or beyond a capacity limit).
     batch_size:  B.
     """
     points: torch.Tensor
     coords: torch.Tensor
-    voxels: torch.Tensor | None
-    num_points: torch.Tensor | None
-    point_to_voxel: torch.Tensor | None
+    point_to_voxel: torch.Tensor
     batch_size: int
 
 
@@ -49,7 +35,7 @@ class Voxelizer(nn.Module):
     """Selects `point_channels` from the batch and voxelizes. No parameters.
 
     point_channels: names of the channels to use, x y z first; point_range [x0, y0, z0, x1, y1, z1];
-    voxel_size [vx, vy, vz]; mode "hard" or "dynamic".
+    voxel_size [vx, vy, vz]; mode "hard" (capacity limits) or "dynamic" (every point).
     """
 
     def __init__(self, point_channels: Sequence[str], point_range: Sequence[float], voxel_size: Sequence[float],
@@ -60,9 +46,10 @@ class Voxelizer(nn.Module):
         if mode not in ("hard", "dynamic"):
             raise ValueError(f"mode must be 'hard' or 'dynamic', got {mode!r}")
         self.point_channels = tuple(point_channels)
-        self.point_range = [float(v) for v in point_range]
-        self.voxel_size = [float(v) for v in voxel_size]
-        self.grid_size = grid_size(point_range, voxel_size)
+        self.grid = VoxelGrid(tuple(float(v) for v in point_range), tuple(float(v) for v in voxel_size))
+        self.point_range = list(self.grid.point_range)
+        self.voxel_size = list(self.grid.voxel_size)
+        self.grid_size = self.grid.grid_size
         self.mode = mode
         self.max_points_per_voxel = int(max_points_per_voxel)
         self.max_voxels = int(max_voxels)
@@ -81,10 +68,7 @@ class Voxelizer(nn.Module):
     def forward(self, points: torch.Tensor, offsets: torch.Tensor, channels: Sequence[str]) -> VoxelBatch:
         """points: (N, C_batch) packed float32; offsets: (B+1,) int64; channels: the C_batch names."""
         points = self.select_channels(points, channels)
-        batch_size = int(offsets.numel()) - 1
-        if self.mode == "hard":
-            v = ops.voxelize(points, offsets, self.voxel_size, self.point_range, self.max_points_per_voxel,
-                             self.max_voxels)
-            return VoxelBatch(points, v.coords, v.voxels, v.num_points, None, batch_size)
-        d = ops.voxelize_dynamic(points, offsets, self.voxel_size, self.point_range)
-        return VoxelBatch(points, d.coords, None, None, d.point_to_voxel, batch_size)
+        hard = self.mode == "hard"
+        vox = voxelize_points(points, offsets, self.grid, self.max_points_per_voxel if hard else None,
+                              self.max_voxels if hard else None)
+        return VoxelBatch(points, vox.coords, vox.point_to_voxel, int(offsets.numel()) - 1)
