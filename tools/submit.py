@@ -5,12 +5,15 @@
            [--subset testing] [--split test | --ids-file IDS.txt | --official-test-ids]
     python tools/submit.py kitti --validate-only SUB.zip --kitti-root ROOT [--split test ...]
 
-Predictions (--predictions): the file pointmae.submission.save_predictions writes (tools/finetune_det.py
-does), or the bare contract saved with torch.save (.pt) or pickle (.pkl): a list with one dict per frame {"frame_id": str, "boxes": (M, 7|9) float in the pointmae sensor frame,
+Predictions (--predictions, read by pointmae.submission.load_predictions): the file
+pointmae.submission.save_predictions writes (tools/finetune_det.py does), or the bare contract saved
+with torch.save (.pt) or pickle (.pkl): a list with one dict per frame {"frame_id": str,
+"boxes": (M, 7|9) float in the pointmae sensor frame,
 "scores": (M,), "names": (M,) str, optional "attributes" (M,)}. These files are unpickled: load only
 files you trust.
 
-    # nuScenes: results JSON in the global frame (<= 500 boxes per sample), validated; --evaluate runs the devkit
+    # nuScenes: results JSON in the global frame (<= 500 boxes per sample), validated;
+    # --evaluate also runs the devkit
     python tools/submit.py nuscenes --predictions preds.pt --dataroot DATA/nuscenes --version v1.0-test \\
            --split test --out results_nusc.json [--evaluate]
     python tools/submit.py nuscenes --validate-only --out results_nusc.json --dataroot ... --version ... --split ...
@@ -27,20 +30,18 @@ frames (--split-converted, tools/convert_waymo.py) or a text file of "context_na
 import argparse
 import json
 import os
-import pickle
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def load_predictions(path):
+    from pointmae.submission import load_predictions as load   # imported when used: --help stays fast
+    return load(path)
+
+
 def _usage_error(message):
     raise SystemExit(f"usage error: {message}")
-
-
-def load_predictions(path):
-    """The prediction list of --predictions (pointmae.submission.load_predictions: checked, clear errors)."""
-    from pointmae.submission import load_predictions as load
-    return load(path)
 
 
 # ------------------------------------------------------------------------------------------- kitti

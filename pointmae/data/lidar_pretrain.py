@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from pointmae.data.boxes import invert_pose, transform_boxes, transform_points
 from pointmae.data.collate import collate_frames
 from pointmae.data.frame import Frame
 from pointmae.data.transforms import Compose, CropRange, RandomFlipY, RandomRotateZ, RandomScale, RandomTranslate
@@ -69,20 +70,12 @@ def select_channels(frame: Frame, channels: Sequence[str], scales: Optional[dict
 
 def align_to_frame(previous: Frame, current: Frame, sensor_origin=(0.0, 0.0, 0.0)) -> Frame:
     """`previous` expressed in `current`'s sensor frame: p_cur = pose_cur^-1 @ pose_prev @ p_prev.
-    Only x, y, z change; boxes are moved too (headings by the relative yaw). The returned frame's
-    pose is the current one; meta["origin_in_current"] (3,) is where the previous sweep's sensor
-    (at `sensor_origin` in its own frame) lies in the current frame."""
-    relative = np.linalg.inv(current.pose) @ previous.pose           # prev sensor -> current sensor
-    points = previous.to_numpy().points.copy()
-    xyz = points[:, :3].astype(np.float64) @ relative[:3, :3].T + relative[:3, 3]
-    points[:, :3] = xyz.astype(np.float32)
-    boxes = previous.boxes.copy()
-    if len(boxes):
-        boxes[:, :3] = boxes[:, :3] @ relative[:3, :3].T + relative[:3, 3]
-        yaw = np.arctan2(relative[1, 0], relative[0, 0])
-        boxes[:, 6] = np.arctan2(np.sin(boxes[:, 6] + yaw), np.cos(boxes[:, 6] + yaw))
-        if boxes.shape[1] >= 9:
-            boxes[:, 7:9] = boxes[:, 7:9] @ relative[:2, :2].T
+    Only x, y, z change; boxes are moved too (pointmae.data.boxes.transform_boxes: any rigid pose).
+    The returned frame's pose is the current one; meta["origin_in_current"] (3,) is where the previous
+    sweep's sensor (at `sensor_origin` in its own frame) lies in the current frame."""
+    relative = invert_pose(current.pose) @ previous.pose               # prev sensor -> current sensor
+    points = transform_points(previous.to_numpy().points, relative)
+    boxes = transform_boxes(previous.boxes, relative) if len(previous.boxes) else previous.boxes.copy()
     origin = relative[:3, :3] @ np.asarray(sensor_origin, np.float64) + relative[:3, 3]
     meta = dict(previous.meta, origin_in_current=origin)
     return replace(previous, points=points, boxes=boxes, pose=current.pose.copy(), meta=meta)

@@ -72,6 +72,14 @@ def quaternion_to_matrix(q) -> np.ndarray:
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
+def yaw_to_quaternion(yaw) -> np.ndarray:
+    """(..., 4) unit quaternions [w, x, y, z] of rotations by `yaw` (...,) radians about +z: the rotation
+    of an upright box, as nuScenes annotations and results store it."""
+    half = np.asarray(yaw, dtype=np.float64) / 2.0
+    zero = np.zeros_like(half)
+    return np.stack([np.cos(half), zero, zero, np.sin(half)], axis=-1)
+
+
 def pose_matrix(translation, rotation_wxyz) -> np.ndarray:
     pose = np.eye(4)
     pose[:3, :3] = quaternion_to_matrix(rotation_wxyz)

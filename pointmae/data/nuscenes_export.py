@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from pointmae.data.boxes import count_points_in_boxes, invert_pose, transform_boxes, transform_points
-from pointmae.data.nuscenes import NUSCENES_LIDAR_TO_SENSOR
+from pointmae.data.nuscenes import NUSCENES_LIDAR_TO_SENSOR, yaw_to_quaternion
 from pointmae.submission.nuscenes import default_attribute, detection_name_of_category
 
 # Names of pointmae's datasets -> a nuScenes category (whose detection class the devkit evaluates).
@@ -158,7 +158,7 @@ def write_nuscenes_dataroot(frames: Iterable, root, version: str = "v1.0-pointma
                               "instance_token": instance, "visibility_token": "4",
                               "attribute_tokens": [_token("attribute", attribute)] if attribute else [],
                               "translation": box[:3].tolist(), "size": [box[4], box[3], box[5]],
-                              "rotation": [float(np.cos(box[6] / 2)), 0.0, 0.0, float(np.sin(box[6] / 2))],
+                              "rotation": yaw_to_quaternion(box[6]).tolist(),
                               "prev": "", "next": "", "num_lidar_pts": int(counts[b]), "num_radar_pts": 0}
                 tables["sample_annotation"].append(annotation)
                 instance_annotations.setdefault(instance, []).append(annotation)

@@ -291,7 +291,6 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"finetune_det.py: config error: {e}", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         result = finetune(cfg, args.pretrained, args.freeze_backbone, args.backbone_lr_mult, train=not args.no_train,
                           weights=args.weights, precise_bn_batches=args.precise_bn)

@@ -34,6 +34,7 @@ import numpy as np
 
 from pointmae.data.boxes import invert_pose, transform_boxes
 from pointmae.data.errors import DataError, require_file
+from pointmae.data.nuscenes import yaw_to_quaternion
 
 # The 10 detection classes and the attributes (nuScenes detection task definition).
 DETECTION_NAMES = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle",
@@ -101,11 +102,6 @@ def default_attribute(name: str, velocity_xy) -> str:
     if moving:
         return "vehicle.moving"
     return "vehicle.stopped" if name == "bus" else "vehicle.parked"
-
-
-def yaw_to_quaternion(yaw: float) -> list[float]:
-    """[w, x, y, z] of a rotation by `yaw` about +z (what an upright box's rotation is)."""
-    return [math.cos(yaw / 2.0), 0.0, 0.0, math.sin(yaw / 2.0)]
 
 
 # ------------------------------------------------------------------------------------------- poses
@@ -236,8 +232,7 @@ def prediction_to_sample_results(prediction: Mapping, pose: np.ndarray,
 
     order = np.argsort(-scores, kind="stable")[:max_boxes]
     world = transform_boxes(boxes[order], pose)
-    half_yaw = world[:, 6] / 2.0
-    rotation = np.stack([np.cos(half_yaw), np.zeros_like(half_yaw), np.zeros_like(half_yaw), np.sin(half_yaw)], 1)
+    rotation = yaw_to_quaternion(world[:, 6])
     kept_names = [str(n) for n in names[order]]
     kept_attributes = [str(a) if a not in (None, "") else default_attribute(n, v)
                        for n, a, v in zip(kept_names, attributes[order], world[:, 7:9])]
@@ -417,4 +412,4 @@ def validate_results(results, sample_tokens: Sequence[str] | None = None, max_bo
 __all__ = ["DETECTION_NAMES", "ALLOWED_ATTRIBUTES", "CATEGORY_TO_DETECTION_NAME", "SubmissionError",
            "build_results", "default_attribute", "detection_name_of_category", "find_problems", "load_results",
            "prediction_to_sample_results", "sensor_poses_from_frames", "sensor_poses_from_info",
-           "sensor_poses_from_tables", "split_sample_tokens", "validate_results", "write_results", "yaw_to_quaternion"]
+           "sensor_poses_from_tables", "split_sample_tokens", "validate_results", "write_results"]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pointmae.data.boxes import wrap_angle
 from pointmae.data.errors import DataError, require_file
 from pointmae.data.frame import Frame
 from pointmae.data.tfrecord import as_double, as_float, parse_message, signed64
@@ -105,11 +106,6 @@ class WaymoSubmissionMeta:
 
 
 # ------------------------------------------------------------------------------- Objects
-def normalize_heading(heading):
-    """Radians wrapped to Waymo's [-pi, pi)."""
-    return np.mod(np.asarray(heading, np.float64) + np.pi, 2 * np.pi) - np.pi
-
-
 def encode_object(box, type_id: int, context_name: str, timestamp_micros: int, score: float | None = None,
                   object_id: str | None = None, difficulty: int | None = None, num_points: int | None = None) -> bytes:
     """One serialized ``Object``.
@@ -123,7 +119,7 @@ def encode_object(box, type_id: int, context_name: str, timestamp_micros: int, s
     x, y, z, length, width, height, heading = (float(v) for v in box[:7])
     label_box = (wire.double_field(1, x) + wire.double_field(2, y) + wire.double_field(3, z)
                  + wire.double_field(4, width) + wire.double_field(5, length) + wire.double_field(6, height)
-                 + wire.double_field(7, float(normalize_heading(heading))))
+                 + wire.double_field(7, float(wrap_angle(heading))))  # Waymo: [-pi, pi)
     label = wire.message_field(1, label_box) + wire.int_field(3, type_id)
     if object_id is not None:
         label += wire.string_field(4, object_id)
