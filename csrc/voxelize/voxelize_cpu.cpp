@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -230,13 +231,14 @@ int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, in
 
 // Keys of a large cloud for a hard walk with 2-3 threads. The walking thread computes keys block by
 // block from the front as it walks; one helper task on torch's inter-op pool computes blocks from the
-// back, ahead of it. A block belongs to whoever claims it first, and the walker never waits: a block
-// the helper holds but has not finished, the walker computes again into its own buffers. So a helper
+// back, ahead of it. A block belongs to whoever claims it first, and the walker never waits for keys: a
+// block the helper holds but has not finished, the walker computes again into its own buffers (it only
+// waits, before returning, for the helper to leave the points: see walk_hard). So a helper
 // that starts late or is descheduled (a busy machine) costs nothing, and with a free core the walker
 // finds the back part of the cloud ready. (An OpenMP region's closing barrier waits for every worker
 // to be scheduled: on a loaded 2-core machine that cost milliseconds for a 1 ms op.) This state, with
-// the helper's buffers and a reference to the points, is shared with the helper, which may outlive
-// the op; the helper touches nothing else.
+// the helper's buffers, is shared with the helper, which may outlive the op (a late start finds every
+// block taken and returns without reading the points).
 constexpr int64_t kKeyBlock = 8192;
 enum BlockOwner : int { kFree = 0, kHelperBusy = 1, kHelperDone = 2, kWalker = 3 };
 
@@ -360,6 +362,13 @@ void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid,
         const int64_t first = begin + k * kKeyBlock;
         walk_range(first, std::min(first + kKeyBlock, end));
       }
+    }
+    // Every block now belongs to the walker or the helper. The op must not return while the helper
+    // is still reading `points` in the block it holds (the caller may free or resize them at once);
+    // that block is at most kKeyBlock keys away from done, and afterwards the helper finds no free
+    // block and stops without touching the points again.
+    for (int64_t k = 0; k < ready->num_blocks; ++k) {
+      while (ready->owner[k].load(std::memory_order_acquire) == kHelperBusy) std::this_thread::yield();
     }
   } else {
     walk_range(begin, end);
