@@ -29,16 +29,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pointmae.config import (Config, ConfigError, DetectionDataConfig, config_to_dict,
-                             dump_config)
+from pointmae.config import Config, ConfigError, DetectionDataConfig, config_to_dict
 from pointmae.data.detection import DetectionDataset, detection_augmentation, label_subset
 from pointmae.data.gt_sampling import GTDatabase
 from pointmae.data.lidar_datasets import build_lidar_dataset
 from pointmae.engine import distributed as D
 from pointmae.engine.builders import build_model
 from pointmae.engine.checkpoint import CheckpointError, atomic_torch_save
-from pointmae.engine.run import resolve_config
-from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device, seed_everything, set_deterministic
+from pointmae.engine.run import resolve_config, resume_trainer, start_run
+from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device
 from pointmae.eval.kitti import CLASSES as KITTI_CLASSES, evaluate_kitti_predictions, evaluate_synthetic_predictions
 from pointmae.models.detection import CenterPoint
 from pointmae.models.detection.pretrained import ENCODER_PREFIXES, PretrainedLoadError, load_pretrained_encoder
@@ -132,12 +131,7 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
              backbone_lr_mult: float = 1.0, train: bool = True, weights: Optional[str] = None,
              precise_bn_batches: int = 8, log=print) -> dict:
     """Everything the CLI does; returns {"trainer", "model", "predictions", "metrics", "load_report"}."""
-    set_deterministic(cfg.train.deterministic)
-    info = D.init_distributed(cfg.train.device)
-    work_dir = Path(cfg.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, work_dir / "config.yaml")
-    seed_everything(cfg.train.seed)
+    info, work_dir = start_run(cfg)
     model = build_model(cfg.model)
     report = None
     if pretrained:
@@ -155,8 +149,7 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
         mults = {p: backbone_lr_mult for p in ENCODER_PREFIXES} if backbone_lr_mult != 1.0 else None
         trainer = Trainer(model, train_set, cfg.train, cfg.optim, cfg.sched, work_dir,
                           config_dict=config_to_dict(cfg), info=info, lr_mults=mults)
-        if cfg.train.auto_resume:
-            trainer.resume()
+        resume_trainer(trainer, None, cfg.train.auto_resume)
         trainer.fit()
         model = trainer.model
         if trainer.interrupted:      # SIGTERM: the checkpoint is saved; the same command continues the run

@@ -40,30 +40,43 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
-def train(cfg: Config, resume: Optional[str] = None) -> Trainer:
-    """Builds everything from the config, resumes if asked (or found), trains; returns the trainer."""
+def start_run(cfg: Config) -> tuple[D.DistInfo, Path]:
+    """What every training entry point does first: determinism flags, the process group, the run
+    directory with the resolved config (written once, by the main process), the build seed."""
     set_deterministic(cfg.train.deterministic)  # before any CUDA work (cuBLAS reads its env once)
     info = D.init_distributed(cfg.train.device)
     work_dir = Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)  # every rank: some write their own files there
     if info.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, work_dir / "config.yaml")
     # Same seed on every rank while building, so every rank starts from the same weights.
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model)
-    dataset = build_dataset(cfg.data)
-    trainer = Trainer(model, dataset, cfg.train, cfg.optim, cfg.sched, work_dir,
-                      config_dict=config_to_dict(cfg), info=info)
+    return info, work_dir
+
+
+def resume_trainer(trainer: Trainer, resume: Optional[str], auto_resume: bool) -> None:
+    """resume: a checkpoint file, "auto" (the newest in the run directory; an error if there is none)
+    or None (the newest if `auto_resume`). Closes the trainer's log when resuming fails."""
     try:
         if resume not in (None, "auto"):
             trainer.resume(Path(resume))
-        elif resume == "auto" or cfg.train.auto_resume:
+        elif resume == "auto" or auto_resume:
             found = trainer.resume()
             if resume == "auto" and not found:
                 raise CheckpointError(f"--resume: no checkpoint in {trainer.checkpoints.directory}")
     except BaseException:
         trainer.log.close()  # fit() closes it otherwise
         raise
+
+
+def train(cfg: Config, resume: Optional[str] = None) -> Trainer:
+    """Builds everything from the config, resumes if asked (or found), trains; returns the trainer."""
+    info, work_dir = start_run(cfg)
+    model = build_model(cfg.model)
+    dataset = build_dataset(cfg.data)
+    trainer = Trainer(model, dataset, cfg.train, cfg.optim, cfg.sched, work_dir,
+                      config_dict=config_to_dict(cfg), info=info)
+    resume_trainer(trainer, resume, cfg.train.auto_resume)
     trainer.fit()
     return trainer
 
