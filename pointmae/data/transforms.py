@@ -19,22 +19,26 @@ def _points(frame: Frame) -> np.ndarray:
     return frame.to_numpy().points
 
 
+def _mirror(frame: Frame, axis: int) -> Frame:
+    """The frame mirrored across the plane axis = 0 (axis 0: x -> -x, 1: y -> -y): points, box centres
+    and velocities negate that coordinate; a heading h becomes pi - h (x) or -h (y)."""
+    points = _points(frame).copy()
+    points[:, axis] = -points[:, axis]
+    boxes = frame.boxes.copy()
+    boxes[:, axis] = -boxes[:, axis]
+    boxes[:, 6] = wrap_angle((np.pi if axis == 0 else 0.0) - boxes[:, 6])
+    if boxes.shape[1] >= 9:
+        boxes[:, 7 + axis] = -boxes[:, 7 + axis]
+    return replace(frame, points=points, boxes=boxes)
+
+
 @dataclass
 class RandomFlipY:
     """Mirror y -> -y (left/right) with probability p: heading -> -heading, vy -> -vy."""
     p: float = 0.5
 
     def __call__(self, frame: Frame, rng: np.random.Generator) -> Frame:
-        if rng.random() >= self.p:
-            return frame
-        points = _points(frame).copy()
-        points[:, 1] = -points[:, 1]
-        boxes = frame.boxes.copy()
-        boxes[:, 1] = -boxes[:, 1]
-        boxes[:, 6] = wrap_angle(-boxes[:, 6])
-        if boxes.shape[1] >= 9:
-            boxes[:, 8] = -boxes[:, 8]
-        return replace(frame, points=points, boxes=boxes)
+        return _mirror(frame, axis=1) if rng.random() < self.p else frame
 
 
 @dataclass
@@ -44,16 +48,7 @@ class RandomFlipX:
     p: float = 0.5
 
     def __call__(self, frame: Frame, rng: np.random.Generator) -> Frame:
-        if rng.random() >= self.p:
-            return frame
-        points = _points(frame).copy()
-        points[:, 0] = -points[:, 0]
-        boxes = frame.boxes.copy()
-        boxes[:, 0] = -boxes[:, 0]
-        boxes[:, 6] = wrap_angle(np.pi - boxes[:, 6])
-        if boxes.shape[1] >= 9:
-            boxes[:, 7] = -boxes[:, 7]
-        return replace(frame, points=points, boxes=boxes)
+        return _mirror(frame, axis=0) if rng.random() < self.p else frame
 
 
 @dataclass
