@@ -30,11 +30,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "common/checks.h"
@@ -230,8 +231,7 @@ int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, in
 }
 
 // Keys of a large cloud for a hard walk with 2-3 threads. The walking thread computes keys block by
-// block from the front as it walks; one helper task on torch's inter-op pool computes blocks from the
-// back, ahead of it. A block belongs to whoever claims it first, and the walker never waits for keys: a
+// block from the front as it walks; one helper thread computes blocks from the back, ahead of it. A block belongs to whoever claims it first, and the walker never waits for keys: a
 // block the helper holds but has not finished, the walker computes again into its own buffers (it only
 // waits, before returning, for the helper to leave the points: see walk_hard). So a helper
 // that starts late or is descheduled (a busy machine) costs nothing, and with a free core the walker
@@ -240,6 +240,9 @@ int64_t compact_keys(const scalar_t* points, int64_t channels, int64_t first, in
 // the helper's buffers, is shared with the helper, which may outlive the op (a late start finds every
 // block taken and returns without reading the points).
 constexpr int64_t kKeyBlock = 8192;
+// Member slots (int32 input indices) a hard walk reserves before it knows how many voxels it opens:
+// 16 MB. More are added only if needed.
+constexpr int64_t kInitialMemberSlots = int64_t(1) << 22;
 enum BlockOwner : int { kFree = 0, kHelperBusy = 1, kHelperDone = 2, kWalker = 3 };
 
 template <typename scalar_t>
@@ -288,7 +291,13 @@ std::shared_ptr<KeysAhead<scalar_t>> start_keys_ahead(const at::Tensor& points, 
   ahead->inside = uninitialized<int64_t>(ahead->num_blocks);
   ahead->outside = uninitialized<int64_t>(ahead->num_blocks);
   ahead->non_finite = uninitialized<int64_t>(ahead->num_blocks);
-  at::launch([ahead] { ahead->help(); });
+  // A thread of its own, not a task on torch's inter-op pool: starting that pool fixes its size, and a
+  // later torch.set_num_interop_threads() in the user's program would then raise.
+  try {
+    std::thread([ahead] { ahead->help(); }).detach();
+  } catch (const std::system_error&) {
+    // No thread to be had (the process is at its limit): the walker computes every block itself.
+  }
   return ahead;
 }
 
@@ -302,40 +311,74 @@ std::shared_ptr<KeysAhead<scalar_t>> start_keys_ahead(const at::Tensor& points, 
 //
 // The walk has no data-dependent branch but the probe loop: whether a point opens a voxel, finds one,
 // or finds none (over max_voxels), and whether its slot is under P, are selects, and the writes they
-// would skip go to a spare voxel row (number `room`) that is never output. On a LiDAR sweep these
+// would skip go to a spare voxel row (the last row) that is never output. On a LiDAR sweep these
 // outcomes alternate unpredictably, and mispredicted branches were the cost of the walk.
 template <typename scalar_t, typename key_t>
 void walk_hard(const scalar_t* points, int64_t channels, const GridParams& grid, int64_t begin, int64_t end,
                KeysAhead<scalar_t>* ready, int64_t max_points, int64_t max_voxels, HardCloud& out) {
   const int64_t room = std::min(end - begin, max_voxels);
   const int64_t stride = std::min(end - begin, max_points);
-  const int32_t spare = static_cast<int32_t>(room);
   VoxelTable<key_t> table(room);
   out.stride = stride;
-  out.key = uninitialized<int64_t>(room + 1);
-  out.count = uninitialized<int32_t>(room + 1);
-  out.members = uninitialized<int32_t>((room + 1) * stride);
+  // Rows for the voxels (plus the spare, always the last row). The member rows are what can be large:
+  // room * stride slots would be the cloud size squared for P and max_voxels both unlimited, so the
+  // rows start at what kInitialMemberSlots allows (enough for every usual setting: 16000-150000
+  // voxels of 5-35 points) and grow by doubling when the keys about to be walked could open more
+  // voxels than are left. Each key may open one, so the walk reserves `piece` keys at a time: with a
+  // huge P the pieces are small and the rows stay proportional to the voxels really opened (and so
+  // to the output, V * P * C).
+  const int64_t piece = std::max<int64_t>(1, kInitialMemberSlots / std::max<int64_t>(stride, 1));
+  int64_t rows = std::min(room, piece);
+  out.key = uninitialized<int64_t>(rows + 1);
+  out.count = uninitialized<int32_t>(rows + 1);
+  out.members = uninitialized<int32_t>((rows + 1) * stride);
   // Locals, not members of `out`: stores through those could alias and would be redone every point.
   int64_t* key_of_voxel = out.key.get();
   int32_t* count = out.count.get();
   int32_t* members = out.members.get();
+  int32_t spare = static_cast<int32_t>(rows);
   count[spare] = 0;
   int64_t voxels = 0, outside = 0, non_finite = 0;
+  // Makes room for `more` voxels (a key opens at most one) before that many keys are walked.
+  const auto reserve = [&](int64_t more) {
+    const int64_t needed = std::min(room, voxels + more);
+    if (needed <= rows) return;
+    const int64_t grown = std::min(room, std::max(needed, 2 * rows));
+    auto key = uninitialized<int64_t>(grown + 1);
+    auto cnt = uninitialized<int32_t>(grown + 1);
+    auto mem = uninitialized<int32_t>((grown + 1) * stride);
+    std::copy(key_of_voxel, key_of_voxel + voxels, key.get());
+    std::copy(count, count + voxels, cnt.get());
+    std::copy(members, members + voxels * stride, mem.get());
+    out.key = std::move(key);
+    out.count = std::move(cnt);
+    out.members = std::move(mem);
+    key_of_voxel = out.key.get();
+    count = out.count.get();
+    members = out.members.get();
+    rows = grown;
+    spare = static_cast<int32_t>(rows);
+    count[spare] = 0;
+  };
   const auto walk = [&](const int64_t* keys, const int32_t* index, int64_t inside) {
-    for (int64_t j = 0; j < inside; ++j) {
-      if (j + kPrefetchDistance < inside) table.prefetch(static_cast<key_t>(keys[j + kPrefetchDistance]));
-      const key_t key = static_cast<key_t>(keys[j]);
-      auto& slot_of_key = table.locate(key);
-      const bool absent = slot_of_key.key != key;
-      const bool opens = absent & (voxels < max_voxels);
-      const int32_t v = absent ? (opens ? static_cast<int32_t>(voxels) : spare) : slot_of_key.voxel;
-      slot_of_key.key = opens ? key : slot_of_key.key;
-      slot_of_key.voxel = v;        // unchanged when found; ignored while the key stays empty
-      key_of_voxel[voxels] = keys[j];  // kept only when the voxel opens (voxels grows)
-      count[voxels] = 0;               // likewise: voxel `voxels` is not open yet (or is the spare)
-      voxels += opens;
-      const int32_t slot = count[v]++;
-      members[slot < max_points ? v * stride + slot : spare * stride] = index[j];
+    for (int64_t first = 0; first < inside; first += piece) {
+      const int64_t last = std::min(inside, first + piece);
+      reserve(last - first);
+      for (int64_t j = first; j < last; ++j) {
+        if (j + kPrefetchDistance < inside) table.prefetch(static_cast<key_t>(keys[j + kPrefetchDistance]));
+        const key_t key = static_cast<key_t>(keys[j]);
+        auto& slot_of_key = table.locate(key);
+        const bool absent = slot_of_key.key != key;
+        const bool opens = absent & (voxels < max_voxels);
+        const int32_t v = absent ? (opens ? static_cast<int32_t>(voxels) : spare) : slot_of_key.voxel;
+        slot_of_key.key = opens ? key : slot_of_key.key;
+        slot_of_key.voxel = v;        // unchanged when found; ignored while the key stays empty
+        key_of_voxel[voxels] = keys[j];  // kept only when the voxel opens (voxels grows)
+        count[voxels] = 0;               // likewise: voxel `voxels` is not open yet (or is the spare)
+        voxels += opens;
+        const int32_t slot = count[v]++;
+        members[slot < max_points ? v * stride + slot : spare * stride] = index[j];
+      }
     }
   };
   constexpr int64_t kChunk = 512;

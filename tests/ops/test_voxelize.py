@@ -1,5 +1,7 @@
 """voxelize / voxelize_dynamic / scatter_to_voxels against the pure-PyTorch references."""
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,6 +165,51 @@ def test_empty_inputs():
     dyn = voxelize_dynamic(pts, torch.tensor([0]), SMALL_VOXEL, SMALL_RANGE)
     assert dyn.point_to_voxel.shape == (0,) and dyn.stats.shape == (0, 3)
     assert scatter_to_voxels(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), 2).tolist() == [[0.0] * 3] * 2
+
+
+def test_member_rows_grow_with_the_voxels_opened():
+    # P = 600: the serial walk starts with rows for ~7000 voxels and must grow past them (~7900
+    # voxels here); with 1, 2 and 4 threads (serial walk, parallel keys, shards) the same answer.
+    g = torch.Generator().manual_seed(1)
+    pts = torch.rand(12000, 3, generator=g) * torch.tensor([20.0, 20.0, 1.0])
+    voxel, grid = [0.2, 0.2, 1.0], [0.0, 0.0, 0.0, 20.0, 20.0, 1.0]
+    ref = R.voxelize_reference(pts, torch.tensor([0, 12000]), voxel, grid, 600, 12000)
+    assert ref[0].shape[0] > 7000
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2, 4):
+            torch.set_num_threads(t)
+            _assert_same(voxelize(pts, None, voxel, grid, 600, 12000), ref)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_huge_capacity_few_voxels():
+    # P and max_voxels both as large as the cloud (300k points in 3 voxels): the output is 3 x P rows,
+    # and the op must not reserve max_voxels x P slots (360 GB) on the way.
+    n = 300_000
+    pts = torch.zeros(n, 3)
+    pts[:, 0] = torch.arange(n) % 3 + 0.5
+    out = voxelize(pts, None, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 3.0, 1.0, 1.0], n, n)
+    assert out.voxels.shape == (3, n, 3)
+    assert out.num_points.tolist() == [n // 3] * 3
+    assert out.coords[:, 3].tolist() == [0, 1, 2]
+    torch.testing.assert_close(out.voxels[1, : n // 3], pts[1::3])
+    assert bool((out.voxels[1, n // 3:] == 0).all())
+
+
+def test_leaves_torch_thread_settings_free():
+    # With 2-3 threads a large cloud's keys are computed by a helper thread. It must not be a task on
+    # torch's inter-op pool: starting that pool makes a later set_num_interop_threads() raise.
+    code = ("import torch; from pointmae.ops import voxelize\n"
+            "torch.set_num_threads(2)\n"
+            "pts = torch.rand(100000, 4) * 4 - 2\n"
+            "out = voxelize(pts, None, [0.05, 0.05, 0.1], [-2.0, -2.0, -2.0, 2.0, 2.0, 2.0], 5, 16000)\n"
+            "assert out.voxels.shape[0] == 16000\n"
+            "torch.set_num_interop_threads(3)\n"
+            "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
 
 
 # ------------------------------------------------------------------------------------- real data
