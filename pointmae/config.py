@@ -348,6 +348,7 @@ class PointMAEConfig(ModelConfig):
     mask_type: Literal["random", "block"] = "random"
     drop_path_rate: float = 0.1
     patch_embed_width: int = 256   # mini-PointNet width (the paper's 256; 128 for CPU-sized models)
+    pred_init_std: Optional[float] = 1e-3  # None: PyTorch's default init of the prediction layer (official code)
 
 
 @dataclass

@@ -75,3 +75,20 @@ def test_tiny_model_forward_backward_and_determinism():
     a = model(points, generator=torch.Generator().manual_seed(1))["loss"]
     b = model(points, generator=torch.Generator().manual_seed(1))["loss"]
     assert torch.equal(a, b)
+
+
+def test_prediction_layer_starts_small_unless_asked_for_the_default_init():
+    # pred_init_std (default 1e-3): the first predicted patches are near their centres, far smaller
+    # than real patches; None keeps PyTorch's Conv1d init (the official code), whose first patches are
+    # many times larger than the real ones.
+    points = torch.rand(2, 256, 3)
+    spreads = {}
+    for std in (1e-3, None):
+        torch.manual_seed(0)
+        model = PointMAE(num_groups=16, group_size=16, embed_dim=64, depth=1, num_heads=2, decoder_depth=1,
+                         decoder_num_heads=2, patch_embed_width=32, pred_init_std=std).eval()
+        out = model(points)
+        spreads[std] = (out["pred"].norm(dim=-1).mean().item(), out["neighborhoods"].norm(dim=-1).mean().item())
+    pred_small, real = spreads[1e-3]
+    pred_default, _ = spreads[None]
+    assert pred_small < 0.1 * real < pred_default
