@@ -327,30 +327,45 @@ class KittiObjectDataset:
             self._attach_sequence_metadata(frame)
         return frame
 
-    def previous(self, index: int, gap: int = 1) -> Frame | None:
-        """The frame `gap` frames earlier in the same sequence (synthetic layouts with sequences/), else
-        None. Real KITTI object frames are independent snapshots: always None there."""
+    def has_previous(self, index: int, gap: int = 1) -> bool:
+        """Whether frame index - gap is an earlier frame of the same sequence, from the sequence
+        metadata alone (no point cloud or label file is read). Real KITTI object frames are
+        independent snapshots: always False there."""
         if index < gap or not self._sequence_index_path.is_file():
-            return None
-        current, before = self[index], self[index - gap]
-        if before.sequence_id != current.sequence_id or before.timestamp >= current.timestamp:
-            return None
-        return before
+            return False
+        here, before = self._sequence_entry(self.frame_ids[index]), self._sequence_entry(self.frame_ids[index - gap])
+        if here is None or before is None:
+            return False
+        (record, i), (record_before, j) = here, before
+        return (record_before["sequence_id"] == record["sequence_id"]
+                and float(record_before["timestamps"][j]) < float(record["timestamps"][i]))
 
-    def _attach_sequence_metadata(self, frame: Frame) -> None:
-        """Pose, timestamp, sequence id, and (for labelled frames) track ids and velocities from
-        sequences/*.json (the synthetic world's metadata; see synthetic/kitti_writer.py)."""
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        """The frame `gap` frames earlier in the same sequence (synthetic layouts with sequences/), else None."""
+        return self[index - gap] if self.has_previous(index, gap) else None
+
+    def _sequence_entry(self, frame_id: str) -> tuple[dict, int] | None:
+        """(the sequence record of sequences/<name>.json, the frame's position in it), or None for a
+        frame the sequence index does not list."""
         import json
         if self._sequence_index is None:
             self._sequence_index = json.loads(self._sequence_index_path.read_text())
-        entry = self._sequence_index.get(frame.frame_id)
+        entry = self._sequence_index.get(frame_id)
         if entry is None:
-            return
+            return None
         name, i = entry
         if name not in self._sequences:
             path = self._sequence_index_path.parent / name
             self._sequences[name] = json.loads(require_file(path).read_text())
-        record = self._sequences[name]
+        return self._sequences[name], i
+
+    def _attach_sequence_metadata(self, frame: Frame) -> None:
+        """Pose, timestamp, sequence id, and (for labelled frames) track ids and velocities from
+        sequences/*.json (the synthetic world's metadata; see synthetic/kitti_writer.py)."""
+        entry = self._sequence_entry(frame.frame_id)
+        if entry is None:
+            return
+        record, i = entry
         frame.pose = np.array(record["poses"][i], dtype=np.float64).reshape(4, 4)
         frame.timestamp = float(record["timestamps"][i])
         frame.sequence_id = record["sequence_id"]
@@ -358,7 +373,7 @@ class KittiObjectDataset:
             return
         track_ids = np.array(record["label_track_ids"][i], dtype=np.int64)
         if len(track_ids) != len(frame.boxes):
-            raise DataError(self._sequence_index_path.parent / name,
+            raise DataError(self._sequence_index_path.parent / self._sequence_index[frame.frame_id][0],
                             f"frame {frame.frame_id}: {len(track_ids)} track ids for {len(frame.boxes)} labels")
         velocity_world = np.array([record["tracks"][str(t)]["boxes_world"][record["tracks"][str(t)]["frames"]
                                    .index(frame.frame_id)][7:9] for t in track_ids]).reshape(-1, 2)

@@ -101,11 +101,16 @@ class SequentialPrevious:
     def __getitem__(self, index: int) -> Frame:
         return self.reader[index]
 
-    def previous(self, index: int, gap: int = 1) -> Frame | None:
+    def has_previous(self, index: int, gap: int = 1) -> bool:
         if index < gap:
-            return None
-        before, current = self.reader[index - gap], self.reader[index]
-        return before if before.timestamp < current.timestamp else None
+            return False
+        # Readers that know a frame's time without reading it (SweepFolderDataset.timestamp) spare
+        # two point-cloud reads per call.
+        timestamp = getattr(self.reader, "timestamp", None) or (lambda i: self.reader[i].timestamp)
+        return timestamp(index - gap) < timestamp(index)
+
+    def previous(self, index: int, gap: int = 1) -> Frame | None:
+        return self.reader[index - gap] if self.has_previous(index, gap) else None
 
 
 class LidarPretrainDataset(torch.utils.data.Dataset):

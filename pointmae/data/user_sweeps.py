@@ -227,6 +227,10 @@ class SweepFolderDataset:
     def __len__(self):
         return len(self.files)
 
+    def timestamp(self, index: int) -> float:
+        """Sweep `index`'s time in seconds, without reading it: from the timestamps file, else its position."""
+        return float(self.timestamps[index]) if self.timestamps is not None else float(index)
+
     def __getitem__(self, index: int) -> Frame:
         path = self.files[index]
         points, names, origin = read_point_file_with_origin(path, self.bin_layout, self.npy_channels)
@@ -244,5 +248,5 @@ class SweepFolderDataset:
         pose = self.poses[index].copy() if self.poses is not None else np.eye(4)
         pose[:3, 3] += pose[:3, :3] @ origin        # points were shifted by the LAS offset
         return Frame(points=np.stack(columns, axis=1).astype(np.float32), channels=self.channels, pose=pose,
-                     timestamp=float(self.timestamps[index]) if self.timestamps is not None else float(index),
+                     timestamp=self.timestamp(index),
                      frame_id=path.stem, sequence_id=str(self.source), meta=meta)

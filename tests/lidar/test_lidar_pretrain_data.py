@@ -218,3 +218,19 @@ def test_nuscenes_previous_sweep_from_the_info_is_aligned(shared_data, tmp_path)
     cfg.data.missing_previous = "empty"
     s = build_dataset(cfg.data)[0]
     assert not s["has_prev"] and len(s["previous"].points) == 0
+
+
+def test_previous_sweep_reads_only_the_previous_point_cloud(tmp_path, monkeypatch):
+    # SequentialPrevious decides "is there an earlier sweep" from the reader's timestamps, so a temporal
+    # sample reads each point cloud once.
+    from pointmae.data.lidar_pretrain import SequentialPrevious
+    from pointmae.data.user_sweeps import SweepFolderDataset
+    reader = StaticWorldReader(POSES)
+    for k in range(3):
+        np.save(tmp_path / f"{k:03d}.npy", reader[k].points[:, :4])
+    reads = []
+    original = SweepFolderDataset.__getitem__
+    monkeypatch.setattr(SweepFolderDataset, "__getitem__", lambda self, i: reads.append(i) or original(self, i))
+    frames = SequentialPrevious(SweepFolderDataset(tmp_path))
+    assert frames.previous(2).frame_id == "001" and reads == [1]
+    assert frames.previous(0) is None and reads == [1]
