@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from pointmae.data.kitti import (CLASSES as KITTI_LABEL_CLASSES, DEFAULT_IMAGE_SIZE, KittiCalibration,
                                  read_calibration, write_labels)
 from pointmae.data.kitti_detections import detections_to_kitti_objects
@@ -35,6 +37,7 @@ RESULT_CLASSES = KITTI_LABEL_CLASSES
 # Fixed zip member timestamp: the same predictions give the same bytes.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ANGLE_TOLERANCE = 1e-3                # 4-decimal rounding of angles near +-pi
+_MIN_WRITTEN_SIZE = 1e-4               # the smallest positive dimension written with 4 decimals
 
 
 def official_test_ids() -> list[str]:
@@ -128,7 +131,12 @@ def write_kitti_submission(predictions: Sequence[dict], calibrations: Mapping[st
             prediction = by_id.get(frame_id)
             text = ""
             if prediction is not None and len(prediction["boxes"]):
-                objects, keep = detections_to_kitti_objects(prediction["boxes"], prediction["names"],
+                # A dimension under the written resolution (4 decimals) would be printed as 0, which the
+                # benchmark rejects; such a box (an untrained or degenerate size regression) stays in the
+                # file, as the unmatched detection it is, at the smallest size the format can hold.
+                boxes = np.array(prediction["boxes"], dtype=np.float64, copy=True)
+                boxes[:, 3:6] = np.maximum(boxes[:, 3:6], _MIN_WRITTEN_SIZE)
+                objects, keep = detections_to_kitti_objects(boxes, prediction["names"],
                                                             prediction["scores"], calibrations[frame_id],
                                                             _image_size(image_sizes, frame_id))
                 report.boxes_outside_image += int((~keep).sum())

@@ -95,6 +95,19 @@ def test_writer_is_deterministic_and_checks_its_input(tmp_path, kitti):
     assert not (tmp_path / "c.zip").exists()
 
 
+def test_writer_keeps_a_box_too_small_to_print(tmp_path, kitti):
+    # A size regression that collapsed (exp of a very negative logit) must not make the file invalid:
+    # the box is written at the smallest size 4 decimals can hold.
+    _, frames, ids, calibrations, sizes = kitti
+    predictions = predictions_from(frames[:1])
+    predictions[0]["boxes"][0, 3:6] = [1e-9, 2.0, 0.0]
+    write_kitti_submission(predictions, calibrations, ids, tmp_path / "sub.zip", sizes)
+    assert validate_kitti_submission(tmp_path / "sub.zip", ids, sizes).ok
+    with zipfile.ZipFile(tmp_path / "sub.zip") as archive:
+        first = archive.read(f"{ids[0]}.txt").decode().splitlines()[0].split()
+    assert first[8:11] == ["0.0001", "2.0000", "0.0001"]     # h w l from (dx, dy, dz) = (1e-9, 2, 0)
+
+
 def test_validator_reports_each_violation(tmp_path):
     good = "Car -1 -1 0.5 100.00 150.00 200.00 220.00 1.50 1.60 3.90 1.00 1.60 20.00 0.30 0.9\n"
     members = {
