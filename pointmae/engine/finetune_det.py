@@ -40,7 +40,7 @@ from pointmae.engine.run import resolve_config, resume_trainer, start_run
 from pointmae.engine.trainer import NonFiniteLossError, Trainer, move_to_device
 from pointmae.eval.kitti import CLASSES as KITTI_CLASSES, evaluate_kitti_predictions, evaluate_synthetic_predictions
 from pointmae.models.detection import CenterPoint
-from pointmae.models.detection.pretrained import ENCODER_PREFIXES, PretrainedLoadError, load_pretrained_encoder
+from pointmae.models.pretrained import ENCODER_PREFIXES, PretrainedLoadError, load_pretrained_encoder
 from pointmae.submission import save_predictions
 
 NUM_BEV_PICTURES = 4

@@ -12,7 +12,7 @@ from pointmae.engine.checkpoint import CheckpointManager
 from pointmae.engine.finetune_det import main as finetune_main
 from pointmae.models.backbones.sparse_conv import VoxelBackBone8x
 from pointmae.models.detection import CenterPoint
-from pointmae.models.detection.pretrained import PretrainedLoadError, load_pretrained_encoder
+from pointmae.models.pretrained import PretrainedLoadError, load_pretrained_encoder
 from pointmae.models.voxel_features import MeanVFE
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "detection" / "synthetic.yaml"
@@ -56,7 +56,7 @@ def test_pointmae_checkpoint_loads_every_encoder_key(tmp_path):
     assert sorted(report.matched) == sorted(encoder_keys) and len(encoder_keys) == 72
     assert report.missing == [] and report.unexpected == []
     assert report.ignored == 2                                   # decoder.weight, decoder.bias
-    assert report.source_format == "pointmae checkpoint"
+    assert report.format == "pointmae checkpoint"
     for key, value in pre.backbone_3d.state_dict().items():
         assert torch.equal(det.state_dict()["backbone_3d." + key], value), key
     assert "72 matched, 0 missing, 0 unexpected" in report.summary()
@@ -70,11 +70,32 @@ def test_openpcdet_checkpoint_and_partial_match_are_reported(tmp_path):
     det = detector()
     before = det.state_dict()["backbone_3d.conv_out.0.weight"].clone()
     report = load_pretrained_encoder(det, tmp_path / "pcdet.pth")
-    assert report.source_format == "OpenPCDet checkpoint"
+    assert report.format == "OpenPCDet checkpoint"
     assert sorted(report.missing) == sorted(k for k in det.state_dict() if k.startswith("backbone_3d.conv_out"))
     assert report.unexpected == ["backbone_3d.extra_layer.weight"]
     assert len(report.matched) == 72 - len(report.missing)
     assert torch.equal(det.state_dict()["backbone_3d.conv_out.0.weight"], before)   # missing: left as it was
+
+
+def test_state_dict_wrapper_loads(tmp_path):
+    # The reader is shared with the classifier's loader, so a {"state_dict": ...} file is understood too.
+    pre = TinyPretrainer()
+    torch.save({"state_dict": pre.state_dict(), "epoch": 1}, tmp_path / "wrapped.ckpt")
+    det = detector()
+    report = load_pretrained_encoder(det, tmp_path / "wrapped.ckpt")
+    assert report.format == "'state_dict' wrapper" and len(report.matched) == 72 and report.ignored == 2
+    for key, value in pre.backbone_3d.state_dict().items():
+        assert torch.equal(det.state_dict()["backbone_3d." + key], value), key
+
+
+def test_corrupted_pointmae_checkpoint_is_refused(tmp_path):
+    # A file that says it is a pointmae checkpoint is verified (digest) before any tensor is taken.
+    path = save_pointmae_checkpoint(TinyPretrainer(), tmp_path / "ckpts")
+    raw = torch.load(path, weights_only=True)
+    raw["model"]["backbone_3d.conv_input.0.weight"].add_(1.0)
+    torch.save(raw, path)
+    with pytest.raises(PretrainedLoadError, match="corrupted"):
+        load_pretrained_encoder(detector(), path)
 
 
 def test_checkpoint_without_matching_keys_is_refused(tmp_path):
@@ -93,8 +114,11 @@ def test_unreadable_and_missing_files_are_clear_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(PretrainedLoadError, match="cannot be read"):
         load_pretrained_encoder(detector(), tmp_path / "junk.pt")
-    with pytest.raises(PretrainedLoadError, match="not found"):
+    with pytest.raises(PretrainedLoadError, match="absent.pt does not exist"):
         load_pretrained_encoder(detector(), tmp_path / "absent.pt")
+    torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "meta.pt")
+    with pytest.raises(PretrainedLoadError, match="meta.pt .*key 'epoch' holds int, not a tensor"):
+        load_pretrained_encoder(detector(), tmp_path / "meta.pt")
 
 
 def test_cli_refuses_a_checkpoint_that_matches_nothing(tmp_path, capsys):

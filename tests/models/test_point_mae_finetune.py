@@ -75,7 +75,7 @@ def test_official_pretraining_checkpoint_loads_every_encoder_tensor(tmp_path):
     for k in encoder_keys(model):
         assert torch.equal(model.state_dict()[k], mae.state_dict()[k]), k
     text = report.summary()
-    assert f"{len(report.matched)} tensors matched" in text and "missing" in text and "unexpected" in text
+    assert f"{len(report.matched)} matched, {len(report.missing)} missing, {len(report.unexpected)} unexpected" in text
 
 
 def test_official_finetuned_checkpoint_loads_with_its_head():
@@ -105,6 +105,20 @@ def test_our_pretraining_weights_load_by_name(tmp_path):
     assert report.format.startswith("pointmae")
 
 
+def test_openpcdet_style_model_state_file_loads(tmp_path):
+    # The reader is shared with the detector's loader, so an OpenPCDet-style {"model_state": ...} file
+    # (here with DDP's `module.` prefix) is understood too.
+    mae = tiny_mae()
+    path = tmp_path / "pcdet_style.pth"
+    torch.save({"model_state": {"module." + k: v for k, v in mae.state_dict().items()}, "epoch": 3}, path)
+    model = tiny_classifier()
+    report = load_pretrained(model, path)
+    assert report.format == "OpenPCDet checkpoint" and report.source == str(path)
+    assert sorted(report.matched) == sorted(encoder_keys(model)) and report.ignored == 0
+    for k in encoder_keys(model):
+        assert torch.equal(model.state_dict()[k], mae.state_dict()[k]), k
+
+
 def test_refuses_a_checkpoint_that_matches_nothing(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"model": {"backbone.conv1.weight": torch.zeros(3, 3)}}, path)
@@ -116,7 +130,9 @@ def test_refuses_a_checkpoint_that_matches_nothing(tmp_path):
     # A wider model of the same family: what matches by name and shape loads, the rest is reported.
     wide = PointMAE(decoder_depth=1, decoder_num_heads=2, **{**TINY, "embed_dim": 32})
     report = load_pretrained(tiny_classifier(), wide.state_dict())
-    assert "encoder.norm.weight (32,) vs model (24,)" in report.mismatched
+    assert ("encoder.norm.weight", (24,), (32,)) in report.mismatched
+    key, want, got = report.mismatched[0]
+    assert f"shape mismatch {key}: model {list(want)} vs file {list(got)}" in report.summary()
     assert "encoder.norm.weight" in report.missing
     with pytest.raises(PretrainedLoadError, match="does not exist"):
         load_pretrained(tiny_classifier(), tmp_path / "missing.pth")

@@ -9,7 +9,7 @@ the one-stage version: objects are points on a bird's-eye-view map.
     inference: top-k peaks -> boxes -> score threshold -> per-class rotated BEV NMS (or circle NMS)
 
 Attribute names follow the shared LiDAR contract (`vfe`, `backbone_3d`), so a pointmae pre-training
-checkpoint or an OpenPCDet one loads its 3D encoder under the same keys (see pretrained.py).
+checkpoint or an OpenPCDet one loads its 3D encoder under the same keys (see pointmae/models/pretrained.py).
 
 forward(batch) takes the LiDAR batch of pointmae.data.detection.collate_detection ("points",
 "offsets", "channels", "boxes", "labels", ...) and returns the engine's dict: scalar "loss" and its
