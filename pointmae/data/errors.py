@@ -11,6 +11,7 @@ class DataError(ValueError):
     def __init__(self, path, message: str, line: int | None = None):
         self.path = Path(path) if path is not None else None
         self.line = line
+        self.message = message          # without the location, for callers that add context
         where = str(self.path) if self.path is not None else "<memory>"
         if line is not None:
             where += f":{line}"

@@ -20,6 +20,7 @@ and 3D, strict overlaps, per class among Car / Pedestrian / Cyclist and their me
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import signal
 import sys
@@ -31,8 +32,9 @@ import torch
 
 from pointmae.config import Config, ConfigError, DetectionDataConfig, config_to_dict
 from pointmae.data.detection import DetectionDataset, detection_augmentation, label_subset
+from pointmae.data.errors import DataError
 from pointmae.data.gt_sampling import GTDatabase
-from pointmae.data.lidar_datasets import build_lidar_dataset
+from pointmae.data.lidar_datasets import LIDAR_DATASETS, build_lidar_dataset
 from pointmae.engine import distributed as D
 from pointmae.engine.builders import build_model
 from pointmae.engine.checkpoint import CheckpointError, atomic_torch_save
@@ -51,7 +53,10 @@ def build_detection_datasets(cfg: DetectionDataConfig, work_dir: Optional[Path] 
     """(training dataset with augmentation on the labelled subset, validation dataset or None when
     data.val_args is empty). The GT database is built from the labelled subset only (cached in
     work_dir/gt_database.pt when work_dir is given)."""
-    train_reader = build_lidar_dataset(cfg.source, **cfg.train_args)
+    train_reader = _frame_reader(cfg, "train_args")
+    # Both readers before the GT database: a bad validation path fails at once, not after a pass
+    # over every training frame.
+    val_reader = _frame_reader(cfg, "val_args") if cfg.val_args else None
     indices = label_subset(len(train_reader), cfg.label_fraction, cfg.label_seed)
     log(f"training frames: {len(indices)} of {len(train_reader)} (label_fraction={cfg.label_fraction}, "
         f"label_seed={cfg.label_seed})")
@@ -65,11 +70,28 @@ def build_detection_datasets(cfg: DetectionDataConfig, work_dir: Optional[Path] 
     train = DetectionDataset(train_reader, cfg.class_names, indices, transform, cfg.crop_range, cfg.seed,
                              cfg.min_points_in_box)
     val = None
-    if cfg.val_args:
-        val_reader = build_lidar_dataset(cfg.source, **cfg.val_args)
+    if val_reader is not None:
         val = DetectionDataset(val_reader, cfg.class_names, None, None, cfg.crop_range, cfg.seed,
                                cfg.min_points_in_box)
     return train, val
+
+
+def _frame_reader(cfg: DetectionDataConfig, which: str):
+    """The frame reader of data.source for data.<which> (train_args / val_args). Errors name the
+    config entry as well as the file: the configs ship with placeholder paths (data/kitti, ...) that
+    a user points at the dataset, so a wrong path or a misspelt key is the first thing to go wrong."""
+    args = getattr(cfg, which)
+    factory = LIDAR_DATASETS.get(cfg.source)
+    if factory is not None:
+        try:
+            inspect.signature(factory).bind(**args)
+        except TypeError as exc:
+            raise ConfigError(f"data.{which} {args} does not fit data.source {cfg.source!r} "
+                              f"({factory.__name__}): {exc}") from None
+    try:
+        return build_lidar_dataset(cfg.source, **args)
+    except DataError as exc:
+        raise DataError(exc.path, f"{exc.message} (from data.{which}: {args})", exc.line) from None
 
 
 def _gt_database(cfg: DetectionDataConfig, reader, indices: np.ndarray, work_dir: Optional[Path], log) -> GTDatabase:
@@ -289,7 +311,10 @@ def main(argv=None) -> int:
                           weights=args.weights, precise_bn_batches=args.precise_bn)
         if result["trainer"] is not None and result["trainer"].interrupted:
             return 128 + signal.SIGTERM
-    except (PretrainedLoadError, CheckpointError, NonFiniteLossError) as e:
+    except ConfigError as e:              # data.train_args / val_args that do not fit data.source
+        print(f"finetune_det.py: config error: {e}", file=sys.stderr)
+        return 2
+    except (PretrainedLoadError, CheckpointError, NonFiniteLossError, DataError) as e:
         print(f"finetune_det.py: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:

@@ -48,3 +48,23 @@ def test_kitti_config_reads_the_sample_frames(shared_data, tmp_path):
     assert (tmp_path / "gt_database.pt").is_file()
     sampled = train[0]
     assert np.all(sampled.points[:, 0] >= 0)                 # cropped to the front range
+
+
+def test_bad_data_args_name_the_config_entry_and_fail_before_the_gt_database(tmp_path, capsys):
+    """The configs ship placeholder roots; pointing one at a folder without ImageSets/val.txt (the real
+    KITTI sample's layout) or misspelling a key must say which file and which config entry, without a
+    traceback, and before the GT database's pass over every training frame."""
+    from pointmae.engine.finetune_det import main as finetune_main
+    root = tmp_path / "kitti"
+    (root / "training" / "velodyne").mkdir(parents=True)
+    (root / "training" / "velodyne" / "000000.bin").write_bytes(b"")   # readers only list files up front
+    common = [str(CONFIGS / "kitti.yaml"), "--work-dir", str(tmp_path / "run"), "train.device=cpu",
+              f"data.train_args.root={root}"]
+    assert finetune_main(common + [f"data.val_args.root={root}"]) == 1
+    err = capsys.readouterr().err
+    assert "ImageSets/val.txt: split file for 'val' not found" in err and "data.val_args" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "gt_database.pt").exists()
+    assert finetune_main(common + [f"data.val_args.roots={root}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.val_args" in err and "'roots'" in err and "KittiObjectDataset" in err

@@ -8,8 +8,8 @@ import torch
 from pointmae import ops
 from pointmae.models.detection.losses import focal_heatmap_loss, gather_at, masked_l1_loss
 from pointmae.models.detection.postprocess import circle_nms, local_maxima, postprocess, topk_candidates
-from pointmae.models.detection.targets import (FeatureGrid, build_targets, decode_boxes, draw_gaussian, encode,
-                                               gaussian_2d, gaussian_radius)
+from pointmae.models.detection.targets import (MAX_BOX_SIZE, MIN_BOX_SIZE, FeatureGrid, build_targets, decode_boxes,
+                                               draw_gaussian, encode, gaussian_2d, gaussian_radius)
 
 GRID = FeatureGrid(x0=-10.0, y0=-8.0, cell_x=0.5, cell_y=0.4, nx=40, ny=40)
 
@@ -148,3 +148,19 @@ def test_axis_heading_recovers_the_heading_modulo_pi():
     assert torch.all(iou.diagonal() > 1 - 1e-9)
     with pytest.raises(ValueError, match="heading"):
         encode(boxes, GRID, False, heading="sideways")
+
+
+def test_decode_of_untrained_size_codes_gives_finite_boxes_that_nms_accepts():
+    """An untrained head's raw log-size outputs reach ~250 on the real KITTI sample (kitti.yaml, one step
+    then BatchNorm re-estimation); exp overflowed float32 to inf and ops.nms_bev refused the boxes.
+    Decoding clamps sizes to [MIN_BOX_SIZE, MAX_BOX_SIZE] metres."""
+    codes = torch.zeros(4, 8)
+    codes[:, 7] = 1.0                                                   # cos h = 1
+    codes[:, 3:6] = torch.tensor([[255.0, 120.0, 90.0], [-300.0, 0.0, 1.0], [1.0, 2.0, 0.5], [89.0, -89.0, 3.0]])
+    boxes = decode_boxes(codes, torch.tensor([[1, 1], [5, 5], [10, 10], [20, 20]]), GRID)
+    assert torch.isfinite(boxes).all()
+    torch.testing.assert_close(boxes[0, 3:6], torch.full((3,), MAX_BOX_SIZE), rtol=1e-5, atol=0)
+    assert boxes[1, 3] == pytest.approx(MIN_BOX_SIZE, rel=1e-5)
+    torch.testing.assert_close(boxes[2, 3:6], torch.exp(codes[2, 3:6]))   # ordinary sizes are untouched
+    keep = ops.nms_bev(boxes[:, :7].contiguous(), torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.01)
+    assert keep[0] == 0

@@ -90,6 +90,7 @@ class CenterPoint(nn.Module):
             backbone_stride, bev_w, bev_h = 1, nx, ny
         else:
             raise ValueError(f"backbone must be VoxelBackBone8x, VoxelResBackBone8x or SST, got {backbone!r}")
+        self.bev_size = (bev_h, bev_w)            # (H, W) of the map to_bev gives
         self.backbone_2d = BEVBackbone(self.to_bev.num_bev_features, bev_layer_nums, bev_layer_strides,
                                        bev_num_filters, bev_upsample_strides, bev_num_upsample_filters)
         self.dense_head = CenterHead(self.backbone_2d.num_bev_features, len(self.class_names), head_channels,
@@ -119,7 +120,13 @@ class CenterPoint(nn.Module):
         """batch -> the head's maps (B, c, H', W') (see CenterHead)."""
         voxels = self.voxelizer(batch["points"], batch["offsets"], batch["channels"])
         features = self.vfe(voxels.points, voxels.point_to_voxel, voxels.coords)   # (V, C)
-        if isinstance(self.to_bev, HeightCompression):
+        if len(voxels.coords) == 0:
+            # No point of the whole batch inside point_range: a frame without LiDAR returns (a Waymo
+            # tfrecord converted with --labels-only, a dropped sweep) or one the crop emptied. spconv
+            # refuses empty inputs ("tensor must not empty"); with no active voxel both encoders' BEV
+            # map is all zeros (no bias outside active sites), so that is what the 2D backbone gets.
+            bev = features.new_zeros(voxels.batch_size, self.to_bev.num_bev_features, *self.bev_size)
+        elif isinstance(self.to_bev, HeightCompression):
             encoded = self.backbone_3d(features, voxels.coords, voxels.batch_size)
             bev = self.to_bev(encoded)                                   # (B, 128 * D, H/8, W/8)
         else:

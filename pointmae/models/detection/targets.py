@@ -8,7 +8,12 @@ sigma = (2 r + 1) / 6 for the radius r of `gaussian_radius`; overlapping Gaussia
 Box encoding at the centre cell (ix, iy) = floor of the centre in feature-map cells:
     (x / cell_x - ix, y / cell_y - iy,  z,  log dx, log dy, log dz,  sin h, cos h [, vx, vy])
 with x, y measured from the grid corner (x0, y0) and cell = voxel_size * feature_map_stride. `encode`
-and `decode_boxes` are exact inverses.
+and `decode_boxes` are exact inverses for box sizes in [MIN_BOX_SIZE, MAX_BOX_SIZE] metres: decoding
+clamps the log-size codes to that range, because exp of an untrained (or diverging) head's raw output
+overflows float32 above 88.7. Measured on the real samples with configs/detection/{kitti,nuscenes}.yaml:
+a randomly initialised head in training mode (and, after one step and BatchNorm re-estimation, in
+eval mode) outputs log sizes up to ~250; decoded to inf / 1e33 m boxes, rotated NMS refused them
+(KITTI) and drawing the BEV pictures overflowed (nuScenes).
 
 heading="axis" encodes (sin 2h, cos 2h) instead: only the box's axis, h modulo pi, for data whose
 objects look the same from the front and the back (the synthetic world's cars, pedestrians). With the
@@ -23,6 +28,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+# Box sizes (metres) that encode / decode represent: encode floors sizes at MIN_BOX_SIZE (log 0 is
+# -inf), decode clamps to both bounds. Road objects are centimetres to ~25 m; 1 km is far beyond.
+MIN_BOX_SIZE = 1e-3
+MAX_BOX_SIZE = 1e3
 
 
 def gaussian_radius(height: float, width: float, min_overlap: float = 0.5) -> float:
@@ -109,7 +119,7 @@ def encode(boxes: torch.Tensor, grid: FeatureGrid, with_velocity: bool,
     boxes = boxes.to(torch.float64)
     pos = grid.cell_position(boxes[:, :2])
     cells = torch.floor(pos).long()
-    parts = [pos - cells, boxes[:, 2:3], torch.log(boxes[:, 3:6].clamp(min=1e-3)),
+    parts = [pos - cells, boxes[:, 2:3], torch.log(boxes[:, 3:6].clamp(min=MIN_BOX_SIZE)),
              torch.sin(k * boxes[:, 6:7]), torch.cos(k * boxes[:, 6:7])]
     if with_velocity:
         parts.append(boxes[:, 7:9] if boxes.shape[1] >= 9 else boxes.new_full((len(boxes), 2), float("nan")))
@@ -118,10 +128,11 @@ def encode(boxes: torch.Tensor, grid: FeatureGrid, with_velocity: bool,
 
 def decode_boxes(codes: torch.Tensor, cells: torch.Tensor, grid: FeatureGrid, heading: str = "direction") -> torch.Tensor:
     """Inverse of `encode`: codes (M, 8|10) at cells (M, 2) (column, row) -> boxes (M, 7|9); with
-    heading="axis" the heading comes back in (-pi/2, pi/2]."""
+    heading="axis" the heading comes back in (-pi/2, pi/2]. Sizes are clamped to [MIN_BOX_SIZE,
+    MAX_BOX_SIZE] (module docstring), so finite codes always give finite boxes."""
     x = (cells[:, 0].to(codes.dtype) + codes[:, 0]) * grid.cell_x + grid.x0
     y = (cells[:, 1].to(codes.dtype) + codes[:, 1]) * grid.cell_y + grid.y0
-    dims = torch.exp(codes[:, 3:6])
+    dims = torch.exp(codes[:, 3:6].clamp(math.log(MIN_BOX_SIZE), math.log(MAX_BOX_SIZE)))
     yaw = torch.atan2(codes[:, 6], codes[:, 7]) / _heading_factor(heading)
     out = [x[:, None], y[:, None], codes[:, 2:3], dims, yaw[:, None]]
     if codes.shape[1] >= 10:
