@@ -697,6 +697,9 @@ class DetectionDataConfig(DataConfig):
     crop_range: Optional[tuple[float, float, float, float, float, float]] = None
     # Boxes with fewer LiDAR points are dropped (training targets and the quick validation metric).
     min_points_in_box: int = 1
+    # {channel: factor} for every point the detector sees, e.g. {intensity: 1/255} on nuScenes: must
+    # match the pre-training config's data.channel_scales for a pre-trained encoder.
+    channel_scales: dict[str, float] = field(default_factory=dict)
     augment: bool = True
     gt_sampling: bool = True
     gt_sample_counts: dict[str, int] = field(default_factory=dict)   # class -> objects per frame after sampling

@@ -62,11 +62,14 @@ class DetectionDataset(torch.utils.data.Dataset):
     """reader: object with __len__ / __getitem__ -> Frame; class_names: the detector's classes (boxes of
     other classes are dropped after augmentation, so they still block GT-sampling collisions);
     indices: the reader's frames to use (default all); transform: `t(frame, rng) -> frame` or None;
-    min_points_in_box: drop boxes with fewer points (box_meta["num_points"], else counted)."""
+    min_points_in_box: drop boxes with fewer points (box_meta["num_points"], else counted);
+    channel_scales: {channel: factor} applied to every point after augmentation (so GT-sampled points
+    too), e.g. {"intensity": 1 / 255} for nuScenes: the pre-training configs' data.channel_scales, so a
+    pre-trained encoder sees the units it was trained on."""
 
     def __init__(self, reader, class_names: Sequence[str], indices: Optional[Sequence[int]] = None,
                  transform: Optional[Callable] = None, crop_range: Optional[Sequence[float]] = None, seed: int = 0,
-                 min_points_in_box: int = 0):
+                 min_points_in_box: int = 0, channel_scales: Optional[dict] = None):
         self.reader = reader
         self.class_names = list(class_names)
         self.indices = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -74,6 +77,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.crop = CropRange(tuple(crop_range)) if crop_range is not None else None
         self.seed = seed
         self.min_points_in_box = int(min_points_in_box)
+        self.channel_scales = dict(channel_scales or {})
 
     def __len__(self):
         return len(self.indices)
@@ -89,6 +93,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             frame = self.transform(frame, np.random.default_rng([self.seed, int(i), draw]))
         if self.crop is not None:
             frame = self.crop(frame)
+        frame = frame.scale_channels(self.channel_scales)
         if self.min_points_in_box > 0 and len(frame.boxes):
             # Boxes the sensor did not see (fully occluded) teach the detector to guess; drop them as
             # OpenPCDet does for nuScenes / Waymo. Counts from the reader when it has them.

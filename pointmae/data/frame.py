@@ -118,6 +118,19 @@ class Frame:
     def select_points(self, keep) -> "Frame":
         return replace(self, points=self.points[keep])
 
+    def scale_channels(self, scales: dict) -> "Frame":
+        """A frame whose channels named in `scales` ({name: factor}, e.g. {"intensity": 1 / 255}) are
+        multiplied by their factor; names the frame lacks are an error (a typo would silently do nothing)."""
+        unknown = [name for name in scales if name not in self.channels]
+        if unknown:
+            raise KeyError(f"channel_scales names {unknown}, not among the frame's channels {self.channels}")
+        if all(float(f) == 1.0 for f in scales.values()):
+            return self
+        points = np.array(self.to_numpy().points, dtype=np.float32, copy=True)
+        for name, factor in scales.items():
+            points[:, self.channels.index(name)] *= np.float32(factor)
+        return replace(self, points=points)
+
     def to_torch(self, device=None) -> "Frame":
         """The same frame with points as a float32 torch tensor (boxes stay numpy)."""
         points = self.points

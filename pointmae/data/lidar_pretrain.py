@@ -62,10 +62,8 @@ def select_channels(frame: Frame, channels: Sequence[str], scales: Optional[dict
                          f"{frame.channels}")
     points = frame.to_numpy().points
     columns = np.stack([points[:, frame.channels.index(c)] for c in channels], axis=1).astype(np.float32)
-    for name, scale in (scales or {}).items():
-        if name in channels and scale != 1.0:
-            columns[:, channels.index(name)] *= np.float32(scale)
-    return replace(frame, points=columns, channels=channels)
+    selected = replace(frame, points=columns, channels=channels)
+    return selected.scale_channels({name: f for name, f in (scales or {}).items() if name in channels})
 
 
 def align_to_frame(previous: Frame, current: Frame, sensor_origin=(0.0, 0.0, 0.0)) -> Frame:

@@ -143,3 +143,27 @@ def test_boxes_without_enough_points_are_dropped():
     frame.box_meta["num_points"] = np.array([0, 40])                                # the reader's counts win
     assert DetectionDataset([frame], ["Car"], min_points_in_box=1)[0].boxes[:, 0].tolist() == [12.0]
     assert len(DetectionDataset([frame], ["Car"], min_points_in_box=0)[0].boxes) == 2
+
+
+def test_channel_scales_apply_to_every_point_including_gt_samples():
+    # nuScenes intensities are 0..255; the MAE pre-training configs scale them to 0..1, and the
+    # detector must see the same units, pasted database objects included.
+    frames = []
+    for f in _database_frames():
+        f.points[:, 3] *= 255.0
+        frames.append(f)
+    db = GTDatabase.build(frames, ["Car", "Pedestrian"], min_points=10)
+    transform = detection_augmentation(db, {"Car": 8, "Pedestrian": 6}, 0.0, 0.5, 0.3, (0.95, 1.05))
+    raw = DetectionDataset(frames, ["Car", "Pedestrian"], transform=transform)
+    scaled = DetectionDataset(frames, ["Car", "Pedestrian"], transform=transform,
+                              channel_scales={"intensity": 1 / 255})
+    torch.manual_seed(0)
+    a = raw[0]
+    torch.manual_seed(0)
+    b = scaled[0]
+    assert a.box_meta["gt_sampled"].any()
+    assert a.points[:, 3].max() > 100 and b.points[:, 3].max() <= 1.0
+    np.testing.assert_allclose(b.points[:, 3], a.points[:, 3] / 255, rtol=1e-6)
+    np.testing.assert_array_equal(b.points[:, :3], a.points[:, :3])
+    with pytest.raises(KeyError, match="intensty"):
+        DetectionDataset(frames, ["Car"], channel_scales={"intensty": 0.5})[0]
