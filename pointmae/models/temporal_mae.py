@@ -35,7 +35,7 @@ from torch import nn
 
 from pointmae.layers.cross_attention import CrossBlock
 from pointmae.layers.weight_init import init_linear_and_layernorm
-from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone, window_partition
+from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone, run_window_blocks, window_partition
 from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, bev_picture, first_sample_points,
                                           generator_from_global_rng, voxelize_points, without_stand_ins)
 from pointmae.models.targets import voxel_point_targets
@@ -262,8 +262,7 @@ class TemporalMAE(nn.Module):
         lower = centres.new_tensor(self.point_range[:2])
         extent = centres.new_tensor([self.point_range[3] - self.point_range[0], self.point_range[4] - self.point_range[1]])
         x = x + self.decoder_pos_embed((centres - lower) / extent * 2 - 1)
-        for block in self.decoder_blocks:
-            x = block(x, coords)
+        x = run_window_blocks(self.decoder_blocks, x, coords)
         x = self.decoder_norm(x[len(coords_vis):])                           # (M, D_dec)
         return self.decoder_pred(x).reshape(-1, self.points_per_voxel, 3)    # (M, K, 3)
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointmae.models.backbones.sparse_conv import sparse_backbone_factories
-from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone
+from pointmae.models.backbones.sst import SparseWindowBlock, SSTBackbone, run_window_blocks
 from pointmae.models.lidar_voxels import (VoxelGrid, VoxelMasker, batch_inputs, bev_picture,
                                           first_sample_points, merge_sweeps, sample_empty_voxels, voxelize_points,
                                           without_stand_ins)
@@ -173,9 +173,7 @@ class VoxelMAE(nn.Module):
     def forward_decoder(self, tokens: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """tokens (N, D), coords (N, 4) of every decoded voxel -> (N, D)."""
         x = tokens + self.decoder_pos_embed(self.normalised_position(coords))
-        for block in self.decoder_blocks:
-            x = block(x, coords)
-        return self.decoder_norm(x)
+        return self.decoder_norm(run_window_blocks(self.decoder_blocks, x, coords))
 
     def forward_loss(self, decoded_masked: torch.Tensor, decoded_fake: torch.Tensor, target_points: torch.Tensor,
                      target_offsets: torch.Tensor, target_counts: torch.Tensor) -> Dict[str, torch.Tensor]:

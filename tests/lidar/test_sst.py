@@ -121,3 +121,23 @@ def test_window_ids_are_the_sorted_unique_window_rows(shifted):
     assert bool((local >= -1).all() and (local < 1).all())
     empty_id, _ = window_partition(coords[:0], (7, 5), shifted)
     assert empty_id.shape == (0,)
+
+
+def test_a_stack_partitions_each_window_grid_once(monkeypatch):
+    # 4 blocks alternate two window grids: two partitions per forward, the same output as block by block.
+    import pointmae.models.backbones.sst as sst
+    torch.manual_seed(0)
+    backbone = sst.SSTBackbone(in_channels=8, dim=16, depth=4, num_heads=2, window_shape=WINDOW).double().eval()
+    features, coords = pillars()
+    with torch.no_grad():
+        x = backbone.input_proj(features)
+        for block in backbone.blocks:
+            x = block(x, coords)
+        expected = backbone.norm(x)
+    calls = []
+    original = sst.window_partition
+    monkeypatch.setattr(sst, "window_partition", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    with torch.no_grad():
+        out = backbone(features, coords)
+    assert calls == [False, True]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -24,7 +24,7 @@ output depends on the voxels of its own window only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +32,8 @@ from torch import nn
 from pointmae.layers.block import Block
 from pointmae.models.backbones.voxel_inputs import check_voxel_inputs
 
-__all__ = ["WindowGroups", "window_partition", "group_by_window", "SparseWindowBlock", "SSTBackbone"]
+__all__ = ["WindowGroups", "window_partition", "group_by_window", "SparseWindowBlock", "SSTBackbone",
+           "run_window_blocks"]
 
 
 def window_partition(coords: torch.Tensor, window_shape: tuple[int, int], shifted: bool
@@ -112,17 +113,36 @@ class SparseWindowBlock(nn.Module):
         self.pos_embed = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
         self.block = Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=drop_path)
 
-    def forward(self, x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """x: (N, C) voxel features; coords: (N, 4) int (batch, z, y, x). Returns (N, C)."""
+    def layout(self, coords: torch.Tensor) -> tuple[torch.Tensor, WindowGroups]:
+        """(local (N, 2), WindowGroups) of this block's window grid: the same for every block with the
+        same grid over the same voxels, so a stack computes it once (run_window_blocks)."""
         window_id, local = window_partition(coords, self.window_shape, self.shifted)
+        return local, group_by_window(window_id, self.min_bucket)
+
+    def forward(self, x: torch.Tensor, coords: torch.Tensor,
+                layout: Optional[tuple[torch.Tensor, WindowGroups]] = None) -> torch.Tensor:
+        """x: (N, C) voxel features; coords: (N, 4) int (batch, z, y, x); layout: self.layout(coords)
+        when the caller has it. Returns (N, C)."""
+        local, groups = layout if layout is not None else self.layout(coords)
         tokens = x + self.pos_embed(local.to(x.dtype))  # (N, C)
         out = torch.empty_like(x)
-        groups = group_by_window(window_id, self.min_bucket)
         for index, valid in zip(groups.index, groups.valid):
             padded = tokens[index.clamp(min=0)]  # (W_b, L_b, C); padded rows repeat row 0, masked below
             attended = self.block(padded, attn_mask=valid)  # keys that are padding get no weight
             out[index[valid]] = attended[valid]
         return out
+
+
+def run_window_blocks(blocks: Sequence[SparseWindowBlock], x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """x through `blocks` in order over the same voxels; each distinct window grid (shape, shift,
+    bucket) is partitioned and grouped once, not once per block."""
+    layouts = {}
+    for block in blocks:
+        key = (block.window_shape, block.shifted, block.min_bucket)
+        if key not in layouts:
+            layouts[key] = block.layout(coords)
+        x = block(x, coords, layouts[key])
+    return x
 
 
 class SSTBackbone(nn.Module):
@@ -151,7 +171,5 @@ class SSTBackbone(nn.Module):
     def forward(self, voxel_features: torch.Tensor, voxel_coords: torch.Tensor) -> torch.Tensor:
         """voxel_features: (N, C_in); voxel_coords: (N, 4) int (batch, z, y, x). Returns (N, dim)."""
         check_voxel_inputs(voxel_features, voxel_coords, self.in_channels)
-        x = self.input_proj(voxel_features)
-        for block in self.blocks:
-            x = block(x, voxel_coords)
+        x = run_window_blocks(self.blocks, self.input_proj(voxel_features), voxel_coords)
         return self.norm(x)
