@@ -141,6 +141,9 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"data.repeat must be >= 1, got {repeat}")
         if len(point_range) != 6 or any(point_range[i] >= point_range[i + 3] for i in range(3)):
             raise ValueError(f"data.point_range must be [x0, y0, z0, x1, y1, z1] with x0 < x1 etc., got {point_range}")
+        unknown = [name for name in (channel_scales or {}) if name not in tuple(channels)]
+        if unknown:
+            raise ValueError(f"data.channel_scales names {unknown}, which are not among data.channels {tuple(channels)}")
         if num_previous and not hasattr(reader, "previous"):
             raise ValueError(f"data.num_previous=1 but the source {type(reader).__name__} has no previous()")
         self.reader, self.channels, self.point_range = reader, tuple(channels), tuple(float(v) for v in point_range)

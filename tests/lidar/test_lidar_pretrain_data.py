@@ -234,3 +234,10 @@ def test_previous_sweep_reads_only_the_previous_point_cloud(tmp_path, monkeypatc
     frames = SequentialPrevious(SweepFolderDataset(tmp_path))
     assert frames.previous(2).frame_id == "001" and reads == [1]
     assert frames.previous(0) is None and reads == [1]
+
+
+def test_channel_scales_must_name_selected_channels():
+    # A misspelt channel would otherwise scale nothing, silently.
+    with pytest.raises(ValueError, match="intensty"):
+        LidarPretrainDataset(StaticWorldReader(POSES), ("x", "y", "z", "intensity"), RANGE,
+                             channel_scales={"intensty": 1 / 255})
