@@ -76,6 +76,10 @@ struct Forest {
   std::vector<int> depth;
   std::vector<int64_t> node_lo, node_hi;  // entry range of each node (absolute)
   std::vector<T> box;                     // 6 per node: lo x, y, z, hi x, y, z
+  // The median split of each internal node: the left child holds the entries below it on
+  // split_axis, the right child those at or above it. Only used to order the queries.
+  std::vector<int8_t> split_axis;
+  std::vector<T> split_value;
 };
 
 // The depth at which a balanced halving of n points leaves at most kLeafSize points per node.
@@ -110,6 +114,8 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
   f.node_lo.resize(nodes);
   f.node_hi.resize(nodes);
   f.box.resize(6 * nodes);
+  f.split_axis.resize(nodes);
+  f.split_value.resize(nodes);
   for (int64_t b = 0; b < num_clouds; ++b) {
     f.node_lo[f.node_base[b]] = offsets[b];
     f.node_hi[f.node_base[b]] = offsets[b + 1];
@@ -144,6 +150,8 @@ Forest<T> build_forest(const T* pts, const std::vector<int64_t>& offsets) {
                      [axis](const Entry<T>& x, const Entry<T>& y) {
                        return x.xyz[axis] < y.xyz[axis] || (x.xyz[axis] == y.xyz[axis] && x.index < y.index);
                      });
+    f.split_axis[node] = static_cast<int8_t>(axis);
+    f.split_value[node] = f.entries[mid].xyz[axis];
     const int64_t left = f.node_base[b] + 2 * (node - f.node_base[b]) + 1;
     f.node_lo[left] = lo;
     f.node_hi[left] = mid;
@@ -216,17 +224,16 @@ inline T box_bound(const T* box, T qx, T qy, T qz) {
   return sum_of_squares(axis_gap(qx, box[0], box[3]), axis_gap(qy, box[1], box[4]), axis_gap(qz, box[2], box[5]));
 }
 
-// The leaf a query would be searched in first (the nearer child at every level): its global node id.
+// The leaf whose cell (the region of space its median splits assign to it) holds the query: one
+// comparison per level. Used to order the queries only, so a query on a split plane may go either way.
 // Empty clouds have a single empty root, which serves as the home.
 template <typename T>
-int64_t home_leaf(const Forest<T>& f, int64_t b, T qx, T qy, T qz) {
+int64_t home_leaf(const Forest<T>& f, int64_t b, const T* q) {
   const int64_t base = f.node_base[b];
   int64_t node = 0;
   for (int level = 0; level < f.depth[b]; ++level) {
-    const int64_t left = 2 * node + 1;
-    const T bound_left = box_bound(&f.box[6 * (base + left)], qx, qy, qz);
-    const T bound_right = box_bound(&f.box[6 * (base + left + 1)], qx, qy, qz);
-    node = bound_left <= bound_right ? left : left + 1;
+    const int64_t g = base + node;
+    node = 2 * node + (q[f.split_axis[g]] < f.split_value[g] ? 1 : 2);
   }
   return base + node;
 }
@@ -308,7 +315,7 @@ void search_all(const at::Tensor& query, const at::Tensor& points, const Batches
     parallel_chunks(num_queries, 512, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = cloud_of(i);
-        home[i] = home_leaf(forest, b, q[3 * i], q[3 * i + 1], q[3 * i + 2]);
+        home[i] = home_leaf(forest, b, q + 3 * i);
       }
     });
     // Counting sort by global node id (stable: ties keep query order).
