@@ -640,6 +640,8 @@ class CenterPointConfig(ModelConfig):
     -> center head. Defaults: OpenPCDet's CenterPoint KITTI recipe where it has one."""
     name: str = "centerpoint"
     class_names: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # Task groups of class_names (CenterPoint's multi-group head, e.g. nuScenes' six); None: one group.
+    tasks: Optional[list[list[str]]] = None
     # Batch channels fed to the voxel feature encoder, by name (x, y, z must come first).
     point_channels: list[str] = field(default_factory=lambda: ["x", "y", "z", "intensity"])
     point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
@@ -671,7 +673,7 @@ class CenterPointConfig(ModelConfig):
     # Loss: focal heatmap loss + loc_weight * weighted L1 over (dx, dy, z, log dims, sin, cos[, vx, vy]).
     loc_weight: float = 0.25
     code_weights: list[float] = field(default_factory=lambda: [1.0] * 8 + [0.2, 0.2])
-    # Decoding.
+    # Decoding: the top_k heatmap peaks of each task group.
     top_k: int = 500
     score_threshold: float = 0.1
     nms: Literal["rotated", "circle", "none"] = "rotated"

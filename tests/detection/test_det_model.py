@@ -74,8 +74,9 @@ def test_missing_channel_is_a_clear_error(batch):
         model(batch)
 
 
-def test_overfit_two_frames_loss_falls_and_boxes_match(batch):
-    model = sparse_model()
+@pytest.mark.parametrize("tasks", [None, [["Pedestrian"], ["Car"]]])
+def test_overfit_two_frames_loss_falls_and_boxes_match(batch, tasks):
+    model = sparse_model(tasks=tasks)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     losses = []
     for _ in range(60):
@@ -154,8 +155,51 @@ def test_a_batch_without_voxels_trains_and_predicts(batch, backbone):
     out["loss"].backward()
     # All-zero features stay zero through the convs and train-mode BatchNorm: only the head's biases
     # learn (here: that every cell is background, as the focal loss on an empty map says).
-    assert model.dense_head.branches["heatmap"][-1].bias.grad.abs().sum() > 0
+    assert model.dense_head.task_heads[0]["heatmap"][-1].bias.grad.abs().sum() > 0
     model.eval()
     dets = model.predict(empty)
     assert [d["frame_id"] for d in dets] == batch["frame_ids"]
     assert all(np.isfinite(d["boxes"]).all() for d in dets)
+
+
+def test_task_groups_heatmap_in_class_order_and_own_regression(batch):
+    """With groups [[Pedestrian], [Car]] the heatmap channels stay in class order (Car, Pedestrian),
+    each group regresses from its own branches, and each object's L1 target is read from its group's."""
+    model = sparse_model(tasks=[["Pedestrian"], ["Car"]], with_velocity=True)
+    head = model.dense_head
+    assert head.tasks == [[1], [0]] and len(head.task_heads) == 2
+    with torch.no_grad():
+        head.task_heads[0]["heatmap"][-1].bias.fill_(5.0)     # group 0 = Pedestrian, class 1
+        head.task_heads[1]["heatmap"][-1].bias.fill_(-5.0)
+    maps = model.forward_features(batch)
+    assert maps["heatmap"].shape == (2, 2, 24, 24) and maps["offset"].shape == (2, 4, 24, 24)
+    assert maps["heatmap"][:, 1].mean() > maps["heatmap"][:, 0].mean() + 5
+    assert model.dense_head.codes(maps).shape == (2, 2, 10, 24, 24)
+    # With only Car objects, only the Car group's regression branches get a gradient (the heatmap
+    # loss does not reach the regression branches).
+    car_only = [lb * 0 for lb in batch["labels"]]
+    out = model.forward_loss(maps, batch["boxes"], car_only)
+    model.zero_grad()
+    out["loss"].backward()
+    assert head.task_heads[1]["dims"][-1].weight.grad.abs().sum() > 0
+    assert head.task_heads[0]["dims"][-1].weight.grad is None or head.task_heads[0]["dims"][-1].weight.grad.abs().sum() == 0
+
+
+def test_one_group_is_the_plain_head_and_loads_old_checkpoints(batch):
+    plain = sparse_model()
+    grouped = sparse_model(tasks=[["Car", "Pedestrian"]])
+    assert torch.equal(plain(batch)["loss"], grouped(batch)["loss"])
+    # A head saved before task groups existed (one group's branches under dense_head.branches.*).
+    old = {k.replace("dense_head.task_heads.0.", "dense_head.branches."): v for k, v in plain.state_dict().items()}
+    assert any(k.startswith("dense_head.branches.") for k in old)
+    fresh = sparse_model()
+    torch.nn.init.zeros_(fresh.dense_head.task_heads[0]["dims"][-1].weight)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.dense_head.task_heads[0]["dims"][-1].weight, plain.dense_head.task_heads[0]["dims"][-1].weight)
+
+
+@pytest.mark.parametrize("tasks", [[["Car"]], [["Car"], ["Car", "Pedestrian"]], [["Car"], [], ["Pedestrian"]],
+                                   [["Car"], ["Truck"]]])
+def test_tasks_must_split_the_classes(tasks):
+    with pytest.raises(ValueError, match="tasks must split class_names"):
+        sparse_model(tasks=tasks)

@@ -6,7 +6,9 @@ the one-stage version: objects are points on a bird's-eye-view map.
         SST:         (V, dim) per pillar   ──PillarScatter──────► (B, dim, H, W)
     ──backbone_2d (SECOND blocks + deconv fusion)──► (B, F, H', W') ──dense_head──► heatmaps + codes
     training: focal heatmap loss + L1 on the codes at object centres
-    inference: top-k peaks -> boxes -> score threshold -> per-class rotated BEV NMS (or circle NMS)
+    inference: top-k peaks per task group -> boxes -> score threshold -> per-class rotated BEV NMS
+               (or circle NMS)
+Classes may be split into task groups (`tasks`, CenterHead's docstring), as CenterPoint does on nuScenes.
 
 Attribute names follow the shared LiDAR contract (`vfe`, `backbone_3d`), so a pointmae pre-training
 checkpoint or an OpenPCDet one loads its 3D encoder under the same keys (see pointmae/models/pretrained.py).
@@ -46,6 +48,7 @@ class CenterPoint(nn.Module):
                  bev_layer_nums: Sequence[int] = (5, 5), bev_layer_strides: Sequence[int] = (1, 2),
                  bev_num_filters: Sequence[int] = (128, 256), bev_upsample_strides: Sequence[float] = (1, 2),
                  bev_num_upsample_filters: Sequence[int] = (256, 256), head_channels: int = 64,
+                 tasks: Sequence[Sequence[str]] | None = None,
                  with_velocity: bool = False, heading: str = "direction", min_overlap: float = 0.1, min_radius: int = 2,
                  max_objects: int = 500, loc_weight: float = 0.25,
                  code_weights: Sequence[float] = (1.0,) * 8 + (0.2, 0.2), top_k: int = 500,
@@ -55,6 +58,13 @@ class CenterPoint(nn.Module):
         if not class_names:
             raise ValueError("class_names must name at least one class")
         self.class_names = list(class_names)
+        # Task groups (CenterHead's docstring): class names -> class indices; None = one group of all.
+        tasks = [list(self.class_names)] if tasks is None else [list(t) for t in tasks]
+        grouped = [name for t in tasks for name in t]
+        if sorted(grouped) != sorted(self.class_names) or len(set(grouped)) != len(grouped) or not all(tasks):
+            raise ValueError(f"tasks must split class_names {self.class_names} into non-empty groups, each name "
+                             f"exactly once, got {tasks}")
+        self.tasks = [[self.class_names.index(name) for name in t] for t in tasks]
         self.with_velocity = with_velocity
         cs = code_size(with_velocity)
         if len(code_weights) < cs:
@@ -93,8 +103,7 @@ class CenterPoint(nn.Module):
         self.bev_size = (bev_h, bev_w)            # (H, W) of the map to_bev gives
         self.backbone_2d = BEVBackbone(self.to_bev.num_bev_features, bev_layer_nums, bev_layer_strides,
                                        bev_num_filters, bev_upsample_strides, bev_num_upsample_filters)
-        self.dense_head = CenterHead(self.backbone_2d.num_bev_features, len(self.class_names), head_channels,
-                                     with_velocity)
+        self.dense_head = CenterHead(self.backbone_2d.num_bev_features, self.tasks, head_channels, with_velocity)
         out_stride = self.backbone_2d.output_stride
         stride = backbone_stride * out_stride
         head_w, head_h = int(round(bev_w / out_stride)), int(round(bev_h / out_stride))
@@ -139,11 +148,26 @@ class CenterPoint(nn.Module):
         return maps
 
     def forward_loss(self, maps: dict[str, torch.Tensor], boxes, labels) -> dict[str, torch.Tensor]:
+        """CenterPoint's loss: per task group, the focal heatmap loss over the group's classes and the
+        L1 loss at the group's objects, each normalised by the group's own object count, summed over groups."""
         targets = build_targets(boxes, labels, len(self.class_names), self.grid, self.with_velocity,
                                 device=maps["heatmap"].device, **self.target_args)
-        hm_loss = focal_heatmap_loss(maps["heatmap"], targets.heatmap)
-        pred = gather_at(self.dense_head.codes(maps), targets.index)     # (B, K, code_size)
-        loc_loss, per_entry = masked_l1_loss(pred, targets.codes, targets.mask, self.code_weights)
+        codes = self.dense_head.codes(maps)                               # (B, T, D, H, W)
+        b, t, d, h, w = codes.shape
+        k = targets.index.shape[1]
+        # Each object's prediction comes from its own group's regression branches.
+        task_of_slot = self.dense_head.task_of_class[targets.labels]     # (B, K)
+        pred = gather_at(codes.reshape(b, t * d, h, w), targets.index).reshape(b, k, t, d)
+        pred = pred.gather(2, task_of_slot[:, :, None, None].expand(b, k, 1, d)).squeeze(2)   # (B, K, D)
+        hm_loss = maps["heatmap"].new_zeros(())
+        loc_loss = maps["heatmap"].new_zeros(())
+        per_entry = 0
+        for i, classes in enumerate(self.tasks):
+            hm_loss = hm_loss + focal_heatmap_loss(maps["heatmap"][:, classes], targets.heatmap[:, classes])
+            task_loc, task_entries = masked_l1_loss(pred, targets.codes, targets.mask & (task_of_slot == i),
+                                                    self.code_weights)
+            loc_loss = loc_loss + task_loc
+            per_entry = per_entry + task_entries
         loss = hm_loss + self.loc_weight * loc_loss
         out = {"loss": loss, "hm_loss": hm_loss.detach(), "loc_loss": loc_loss.detach(),
                "num_objects": targets.mask.sum().float()}
@@ -186,11 +210,18 @@ class CenterPoint(nn.Module):
         return self.decode(maps, batch.get("frame_ids"))
 
     def decode(self, maps: dict[str, torch.Tensor], frame_ids=None) -> list[dict]:
+        """Maps -> detections per frame: top_k peaks per task group, then threshold and per-class NMS."""
         heat = local_maxima(torch.sigmoid(maps["heatmap"].float()))
-        codes = self.dense_head.codes(maps).float()
+        codes = self.dense_head.codes(maps).float()                       # (B, T, D, H, W)
         a = self.decode_args
+        per_task = []
+        for i, classes in enumerate(self.tasks):
+            class_ids = torch.tensor(classes, device=heat.device)
+            per_task.append([(boxes, scores, class_ids[labels]) for boxes, scores, labels in
+                             topk_candidates(heat[:, classes], codes[:, i], self.grid, a["top_k"], self.heading)])
         results = []
-        for i, (boxes, scores, labels) in enumerate(topk_candidates(heat, codes, self.grid, a["top_k"], self.heading)):
+        for i in range(heat.shape[0]):
+            boxes, scores, labels = (torch.cat(parts) for parts in zip(*(task[i] for task in per_task)))
             boxes, scores, labels = postprocess(boxes, scores, labels, len(self.class_names), a["score_threshold"],
                                                 a["nms"], a["nms_iou_threshold"], a["circle_radius"],
                                                 a["max_detections"], self.point_range)

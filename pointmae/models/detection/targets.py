@@ -146,12 +146,13 @@ class CenterTargets:
 
     heatmap: (B, num_classes, H, W) in [0, 1];  index: (B, K) int64 flat cell row * W + column;
     codes: (B, K, code_size) regression targets (NaN where unknown, e.g. a velocity);
-    mask: (B, K) bool, the slots that hold an object.
+    mask: (B, K) bool, the slots that hold an object;  labels: (B, K) int64 their class (0 in empty slots).
     """
     heatmap: torch.Tensor
     index: torch.Tensor
     codes: torch.Tensor
     mask: torch.Tensor
+    labels: torch.Tensor
 
 
 def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], num_classes: int,
@@ -168,6 +169,7 @@ def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
     index = torch.zeros(batch, max_objects, dtype=torch.int64, device=device)
     codes = torch.zeros(batch, max_objects, cs, dtype=dtype, device=device)
     mask = torch.zeros(batch, max_objects, dtype=torch.bool, device=device)
+    slot_labels = torch.zeros(batch, max_objects, dtype=torch.int64, device=device)
     for b in range(batch):
         bx = torch.as_tensor(boxes[b]).detach().to("cpu", torch.float64)
         lb = torch.as_tensor(labels[b]).detach().to("cpu", torch.int64)
@@ -192,5 +194,6 @@ def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
             index[b, slot] = row * grid.nx + col
             codes[b, slot] = enc[m].to(dtype)
             mask[b, slot] = True
+            slot_labels[b, slot] = lb[m]
             slot += 1
-    return CenterTargets(heatmap, index, codes, mask)
+    return CenterTargets(heatmap, index, codes, mask, slot_labels)
