@@ -381,6 +381,18 @@ def test_cuda_kitti_and_determinism(cuda_device, kitti):
     _assert_same(b, ref)
 
 
+def test_cuda_empty_inputs_match_cpu(cuda_device):
+    # No points, no clouds, and no point inside the range: every launch is skipped or sized from the
+    # data, and the outputs (empty voxels, offsets, statistics) match the CPU.
+    outside = torch.full((10, 4), 5.0)
+    for pts, offsets in ((torch.zeros(0, 4), torch.tensor([0, 0])), (torch.zeros(0, 4), torch.tensor([0])),
+                         (outside, torch.tensor([0, 4, 10]))):
+        _assert_same(voxelize(pts.to(cuda_device), offsets.to(cuda_device), SMALL_VOXEL, SMALL_RANGE, 3, 40),
+                     voxelize(pts, offsets, SMALL_VOXEL, SMALL_RANGE, 3, 40))
+        _assert_same(voxelize_dynamic(pts.to(cuda_device), offsets.to(cuda_device), SMALL_VOXEL, SMALL_RANGE),
+                     voxelize_dynamic(pts, offsets, SMALL_VOXEL, SMALL_RANGE))
+
+
 # ------------------------------------------------------------------------------------- bad input
 def _raises(match, fn, *args, exc=(ValueError, RuntimeError)):
     with pytest.raises(exc, match=match):
