@@ -28,6 +28,15 @@ def device(request):
     return torch.device(request.param)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that takes `cuda_device` needs a GPU: mark it `cuda`, so that `pytest -m cuda` (the
+    documented way to run the GPU tests) selects it. Most CUDA tests take the fixture without the
+    marker, and `-m cuda` used to deselect them: the GPU run would have skipped most CUDA kernels."""
+    for item in items:
+        if "cuda_device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cuda)
+
+
 @pytest.fixture
 def cuda_device():
     if not torch.cuda.is_available():

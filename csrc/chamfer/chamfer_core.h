@@ -33,13 +33,15 @@ POINTMAE_FORCE_INLINE bool closer(T d, T best) {
 }
 
 // Gradient of g * d(a, b) w.r.t. a, added to (ox, oy, oz): 2 g (a - b). The gradient w.r.t. b is
-// the negative, i.e. the same function with a and b swapped.
+// the negative, i.e. the same function with a and b swapped. Every operation is rounded on its own
+// (exact_arith.h): nvcc would otherwise fuse `o + two_g * (a - b)` into one fma.rn, and the CUDA
+// gradients would differ from the CPU ones in the last bit.
 template <typename T>
 POINTMAE_FORCE_INLINE void add_distance_gradient(T g, T ax, T ay, T az, T bx, T by, T bz, T& ox, T& oy, T& oz) {
-  const T two_g = T(2) * g;
-  ox += two_g * (ax - bx);
-  oy += two_g * (ay - by);
-  oz += two_g * (az - bz);
+  const T two_g = mul_rn(T(2), g);
+  ox = add_rn(ox, mul_rn(two_g, sub_rn(ax, bx)));
+  oy = add_rn(oy, mul_rn(two_g, sub_rn(ay, by)));
+  oz = add_rn(oz, mul_rn(two_g, sub_rn(az, bz)));
 }
 
 }  // namespace chamfer

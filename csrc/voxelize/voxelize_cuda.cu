@@ -336,8 +336,10 @@ __global__ void scatter_forward_kernel(const scalar_t* __restrict__ features, in
     out[t] = static_cast<scalar_t>(best);
     arg[t] = best_point;
   } else {
-    acc_t sum = 0;
-    for (int64_t j = lo; j < hi; ++j) sum += static_cast<acc_t>(features[order[j] * channels + c]);
+    // Starts from the first row, as the CPU kernel does: 0 + (-0.0) would turn a voxel of -0.0
+    // features into +0.0.
+    acc_t sum = static_cast<acc_t>(features[order[lo] * channels + c]);
+    for (int64_t j = lo + 1; j < hi; ++j) sum += static_cast<acc_t>(features[order[j] * channels + c]);
     out[t] = static_cast<scalar_t>(sum / static_cast<acc_t>(hi - lo));
   }
 }

@@ -436,6 +436,17 @@ def test_cpu_cuda_parity(cuda_device):
     assert box_ops.nms_bev(boxes[:0].to(cuda_device), scores[:0].to(cuda_device), 0.5).numel() == 0
 
 
+def test_cuda_iou_rows_beyond_one_grid(cuda_device):
+    # gridDim.y is capped at 65535 row tiles of 16 boxes; more rows are covered by the grid-stride loop.
+    n = 65535 * 16 + 37
+    torch.manual_seed(8)
+    a = torch.cat([torch.rand(n, 3) * 20, torch.rand(n, 3) * 4 + 0.2, torch.rand(n, 1) * 7], 1)
+    b = a[torch.tensor([0, n - 1, n // 2])]
+    got = box_ops.box_iou_bev(a.to(cuda_device), b.to(cuda_device)).cpu()
+    torch.testing.assert_close(got, box_ops.box_iou_bev(a, b), atol=1e-5, rtol=0)
+    assert got[0, 0] > 0.999 and got[n - 1, 1] > 0.999 and got[n // 2, 2] > 0.999
+
+
 def test_device_determinism(device):
     a, b = _sample(n=130, m=70, dtype=torch.float32, device=device)
     scores = torch.rand(130).round(decimals=1).to(device)

@@ -365,3 +365,28 @@ def test_cuda_device_mismatch(cuda_device):
     p = torch.zeros(4, 3, device=cuda_device)
     _raises(r"`offsets` must be on cuda", lambda: fps_op(p, torch.tensor([0, 4]), 1, torch.tensor([0], device=cuda_device)))
     _raises(r"`start_idx` must be on the same device", lambda: fps_op(p, torch.tensor([0, 4], device=cuda_device), 1, torch.tensor([0])))
+
+
+@pytest.mark.cuda
+def test_cuda_edge_cases(cuda_device):
+    # Nothing to sample (no launch: a grid of 0 blocks is an error), and on the multi-block path (a
+    # cloud of >= 16384 points) a last slice of one point and every point sampled, so that the last
+    # step has a single unselected point left.
+    for sizes, num_samples in (([], 3), ([0, 4, 0], 0)):
+        points = torch.rand(sum(sizes), 3, device=cuda_device)
+        offsets = ops.offsets_from_sizes(sizes).to(cuda_device)
+        out = fps_op(points, offsets, num_samples, torch.zeros(len(sizes), dtype=torch.int64, device=cuda_device))
+        assert out.shape == (len(sizes), num_samples) and out.device.type == cuda_device.type
+    g = torch.Generator().manual_seed(11)
+    n = 16385
+    points = torch.randint(0, 20, (n + 2500, 3), generator=g).float()  # ties everywhere
+    offsets = ops.offsets_from_sizes([2500, n])  # the small cloud leaves most of its blocks empty
+    start = torch.tensor([1, n - 1])
+    for num_samples in (3, 2000):
+        want = fps_op(points, offsets, num_samples, start)
+        got = fps_op(points.to(cuda_device), offsets.to(cuda_device), num_samples, start.to(cuda_device))
+        assert torch.equal(got.cpu(), want)
+    single = ops.offsets_from_sizes([n])
+    want = fps_op(points[:n], single, n, torch.tensor([5]))
+    got = fps_op(points[:n].to(cuda_device), single.to(cuda_device), n, torch.tensor([5], device=cuda_device))
+    assert torch.equal(got.cpu(), want)

@@ -207,3 +207,19 @@ def test_cuda_matches_cpu(cuda_device):
     torch.testing.assert_close(a.cpu(), ops.gather_points_backward(grad_out, idx, 300))
     with pytest.raises(ValueError, match="idx"):
         ops.gather_points(features.to(cuda_device), idx)
+
+
+def test_cuda_backward_is_bit_identical_to_cpu_and_empty_inputs(cuda_device):
+    # Both backends sum every point's entries in increasing entry order in the same accumulation type:
+    # the same bits, float16 included (summed in float32). Empty idx / zero channels launch nothing.
+    g = torch.Generator().manual_seed(4)
+    idx = torch.randint(-1, 50, (400, 32), generator=g)  # ~250 entries per point
+    for dtype in (torch.float32, torch.float16):
+        grad_out = torch.randn(400, 32, 6, generator=g).to(dtype)
+        got = ops.gather_points_backward(grad_out.to(cuda_device), idx.to(cuda_device), 50)
+        assert torch.equal(got.cpu(), ops.gather_points_backward(grad_out, idx, 50))
+    features = torch.randn(50, 6, generator=g).to(cuda_device)
+    assert gather_points(features, idx[:0].to(cuda_device)).shape == (0, 32, 6)
+    assert gather_points(features[:, :0], idx.to(cuda_device)).shape == (400, 32, 0)
+    assert torch.equal(ops.gather_points_backward(torch.zeros(0, 32, 6, device=cuda_device),
+                                                  idx[:0].to(cuda_device), 50).cpu(), torch.zeros(50, 6))

@@ -280,6 +280,22 @@ def test_cuda_single_large_cloud_and_determinism(cuda_device, kitti):
     assert_same(tuple(t.cpu() for t in a), ops.knn(kitti[::30], None, kitti, None, 32))
 
 
+def test_cuda_edge_cases_match_cpu(cuda_device):
+    # Not covered above: a cloud with queries but no points (all padding), k = 0, k larger than every
+    # cloud, a cloud whose queries need several blocks with a partial last one (kThreads = 128), and
+    # an empty query set (no launch: a grid of 0 blocks is an error).
+    q, qo, p, po = make_batch([0, 5, 1000, 1], [7, 300, 129, 1], "integer_grid", 21, torch.float32)
+    dev = [t.to(cuda_device) for t in (q, qo, p, po)]
+    for k in (0, 1, 6, 200):
+        assert_same(tuple(t.cpu() for t in ops.knn(*dev, k)), ops.knn(q, qo, p, po, k))
+        assert_same(tuple(t.cpu() for t in ops.ball_query(*dev, 1.5, k)), ops.ball_query(q, qo, p, po, 1.5, k))
+    empty = ops.knn(dev[0][:0], torch.tensor([0, 0], device=cuda_device), dev[2][:5], torch.tensor([0, 5],
+                                                                                                  device=cuda_device), 3)
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+    with pytest.raises(ValueError, match="float16 supports `k` <= 128 on CUDA"):
+        ops.knn(dev[0].half(), dev[1], dev[2].half(), dev[3], 129)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def _good():
     return torch.rand(4, 3), torch.tensor([0, 2, 4]), torch.rand(6, 3), torch.tensor([0, 3, 6])

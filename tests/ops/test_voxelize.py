@@ -381,6 +381,32 @@ def test_cuda_kitti_and_determinism(cuda_device, kitti):
     _assert_same(b, ref)
 
 
+def test_cuda_empty_inputs_match_cpu(cuda_device):
+    # No points, no clouds, and no point inside the range: every launch is skipped or sized from the
+    # data, and the outputs (empty voxels, offsets, statistics) match the CPU.
+    outside = torch.full((10, 4), 5.0)
+    for pts, offsets in ((torch.zeros(0, 4), torch.tensor([0, 0])), (torch.zeros(0, 4), torch.tensor([0])),
+                         (outside, torch.tensor([0, 4, 10]))):
+        _assert_same(voxelize(pts.to(cuda_device), offsets.to(cuda_device), SMALL_VOXEL, SMALL_RANGE, 3, 40),
+                     voxelize(pts, offsets, SMALL_VOXEL, SMALL_RANGE, 3, 40))
+        _assert_same(voxelize_dynamic(pts.to(cuda_device), offsets.to(cuda_device), SMALL_VOXEL, SMALL_RANGE),
+                     voxelize_dynamic(pts, offsets, SMALL_VOXEL, SMALL_RANGE))
+
+
+def test_cuda_scatter_mean_is_bit_identical_to_cpu(cuda_device):
+    # Sums start from the voxel's first row on both backends: a sum started from 0 turned a voxel of
+    # -0.0 features into +0.0 on CUDA (torch.equal and assert_close treat the two zeros as equal).
+    g = torch.Generator().manual_seed(5)
+    point_to_voxel = torch.randint(-1, 300, (2000,), generator=g)
+    feats = torch.randn(2000, 4, generator=g)
+    feats[:, 1] = -0.0
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        f = feats.to(dtype)
+        want = scatter_to_voxels(f, point_to_voxel, 300, "mean")
+        got = scatter_to_voxels(f.to(cuda_device), point_to_voxel.to(cuda_device), 300, "mean").cpu()
+        assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit()), dtype
+
+
 # ------------------------------------------------------------------------------------- bad input
 def _raises(match, fn, *args, exc=(ValueError, RuntimeError)):
     with pytest.raises(exc, match=match):
