@@ -142,6 +142,10 @@ std::tuple<at::Tensor, at::Tensor> search(const char* op, const at::Tensor& quer
                                           double radius, bool use_radius, int64_t k) {
   const Batches batches = check_neighbor_inputs(op, query_in, query_offsets_in, points_in, point_offsets_in, k);
   if (use_radius) check_radius(op, radius);
+  // The output-row buffer stores the compute type in the output; float16 has no room for it. Checked
+  // before the empty-input return, so the error does not depend on the number of queries.
+  TORCH_CHECK_VALUE(k <= 128 || query_in.scalar_type() != at::kHalf, op,
+                    ": float16 supports `k` <= 128 on CUDA; pass float32 for larger k, got k = ", k);
   const c10::cuda::CUDAGuard guard(query_in.device());
   const at::Tensor query = query_in.contiguous();
   const at::Tensor points = points_in.contiguous();
@@ -150,9 +154,6 @@ std::tuple<at::Tensor, at::Tensor> search(const char* op, const at::Tensor& quer
   at::Tensor dist = at::empty({query.size(0), k}, query.options());
   at::Tensor index = at::empty({query.size(0), k}, query.options().dtype(at::kLong));
   if (query.size(0) == 0 || k == 0) return {dist, index};
-  // The output-row buffer stores the compute type in the output; float16 has no room for it.
-  TORCH_CHECK_VALUE(k <= 128 || query.scalar_type() != at::kHalf, op,
-                    ": float16 supports `k` <= 128 on CUDA; pass float32 for larger k, got k = ", k);
 
   // Cut every cloud's queries into blocks of kThreads; blocks never straddle two clouds.
   std::vector<int64_t> cloud_of_block, first_query_of_block;

@@ -294,6 +294,8 @@ def test_cuda_edge_cases_match_cpu(cuda_device):
     assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
     with pytest.raises(ValueError, match="float16 supports `k` <= 128 on CUDA"):
         ops.knn(dev[0].half(), dev[1], dev[2].half(), dev[3], 129)
+    with pytest.raises(ValueError, match="float16 supports `k` <= 128 on CUDA"):   # also without queries
+        ops.knn(dev[0][:0].half(), torch.tensor([0, 0], device=cuda_device), dev[2].half(), dev[3][[0, -1]], 129)
 
 
 # ------------------------------------------------------------------------------------------ bad input
