@@ -515,6 +515,8 @@ class LidarDataConfig(DataConfig):
     channels: tuple[str, ...] = ("x", "y", "z", "intensity")
     # Multipliers per channel, e.g. {intensity: 0.00392} to bring nuScenes' 0..255 to KITTI's 0..1.
     channel_scales: dict[str, float] = field(default_factory=dict)
+    # Channels squashed by tanh after scaling, e.g. [intensity] for Waymo (OpenPCDet's convention).
+    channel_tanh: list[str] = field(default_factory=list)
     point_range: tuple[float, float, float, float, float, float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
     # Where the LiDAR sits in the frame's coordinates (before augmentation): (0, 0, 0) for data in
     # the sensor frame; Waymo's points are in the vehicle frame, with the top LiDAR about 2 m up.
@@ -702,6 +704,8 @@ class DetectionDataConfig(DataConfig):
     # {channel: factor} for every point the detector sees, e.g. {intensity: 1/255} on nuScenes: must
     # match the pre-training config's data.channel_scales for a pre-trained encoder.
     channel_scales: dict[str, float] = field(default_factory=dict)
+    # Channels squashed by tanh after scaling (Waymo intensity); must match the pre-training config's.
+    channel_tanh: list[str] = field(default_factory=list)
     augment: bool = True
     gt_sampling: bool = True
     gt_sample_counts: dict[str, int] = field(default_factory=dict)   # class -> objects per frame after sampling

@@ -65,11 +65,13 @@ class DetectionDataset(torch.utils.data.Dataset):
     min_points_in_box: drop boxes with fewer points (box_meta["num_points"], else counted);
     channel_scales: {channel: factor} applied to every point after augmentation (so GT-sampled points
     too), e.g. {"intensity": 1 / 255} for nuScenes: the pre-training configs' data.channel_scales, so a
-    pre-trained encoder sees the units it was trained on."""
+    pre-trained encoder sees the units it was trained on; channel_tanh: channels then squashed by tanh
+    (["intensity"] on Waymo, as OpenPCDet), likewise matching the pre-training configs."""
 
     def __init__(self, reader, class_names: Sequence[str], indices: Optional[Sequence[int]] = None,
                  transform: Optional[Callable] = None, crop_range: Optional[Sequence[float]] = None, seed: int = 0,
-                 min_points_in_box: int = 0, channel_scales: Optional[dict] = None):
+                 min_points_in_box: int = 0, channel_scales: Optional[dict] = None,
+                 channel_tanh: Sequence[str] = ()):
         self.reader = reader
         self.class_names = list(class_names)
         self.indices = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -78,6 +80,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.min_points_in_box = int(min_points_in_box)
         self.channel_scales = dict(channel_scales or {})
+        self.channel_tanh = tuple(channel_tanh)
 
     def __len__(self):
         return len(self.indices)
@@ -93,7 +96,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             frame = self.transform(frame, np.random.default_rng([self.seed, int(i), draw]))
         if self.crop is not None:
             frame = self.crop(frame)
-        frame = frame.scale_channels(self.channel_scales)
+        frame = frame.scale_channels(self.channel_scales).tanh_channels(self.channel_tanh)
         if self.min_points_in_box > 0 and len(frame.boxes):
             # Boxes the sensor did not see (fully occluded) teach the detector to guess; drop them as
             # OpenPCDet does for nuScenes / Waymo. Counts from the reader when it has them.

@@ -51,8 +51,10 @@ __all__ = ["LidarPretrainDataset", "SequentialPrevious", "align_to_frame", "sele
            "pretrain_augmentation"]
 
 
-def select_channels(frame: Frame, channels: Sequence[str], scales: Optional[dict] = None) -> Frame:
-    """The frame with exactly `channels` (by name, in that order), each multiplied by scales[name]."""
+def select_channels(frame: Frame, channels: Sequence[str], scales: Optional[dict] = None,
+                    tanh: Sequence[str] = ()) -> Frame:
+    """The frame with exactly `channels` (by name, in that order), each multiplied by scales[name],
+    then those named in `tanh` squashed by tanh."""
     channels = tuple(channels)
     if channels[:3] != ("x", "y", "z"):
         raise ValueError(f"data.channels must start with x, y, z; got {channels}")
@@ -63,7 +65,8 @@ def select_channels(frame: Frame, channels: Sequence[str], scales: Optional[dict
     points = frame.to_numpy().points
     columns = np.stack([points[:, frame.channels.index(c)] for c in channels], axis=1).astype(np.float32)
     selected = replace(frame, points=columns, channels=channels)
-    return selected.scale_channels({name: f for name, f in (scales or {}).items() if name in channels})
+    selected = selected.scale_channels({name: f for name, f in (scales or {}).items() if name in channels})
+    return selected.tanh_channels([name for name in tanh if name in channels])
 
 
 def align_to_frame(previous: Frame, current: Frame, sensor_origin=(0.0, 0.0, 0.0)) -> Frame:
@@ -122,6 +125,7 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
     augment: None for no augmentation, else a `Compose` of frame transforms; repeat: the dataset is
     the reader repeated this many times (tiny real samples still give full batches);
     channel_scales: {channel: factor}, e.g. {"intensity": 1 / 255} for nuScenes;
+    channel_tanh: channels squashed by tanh after scaling, e.g. ["intensity"] for Waymo (as OpenPCDet);
     sensor_origin: where the LiDAR is in a frame's coordinates before augmentation ((0, 0, 0) for
     sensor-frame data; Waymo's points are in the vehicle frame, the top LiDAR above it), unless a
     reader puts frame.meta["sensor_origin"].
@@ -130,7 +134,7 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
     def __init__(self, reader, channels: Sequence[str], point_range: Sequence[float], num_previous: int = 0,
                  missing_previous: str = "current", augment: Optional[Compose] = None, repeat: int = 1,
                  channel_scales: Optional[dict] = None, sensor_origin: Sequence[float] = (0.0, 0.0, 0.0),
-                 frame_gap: int = 1):
+                 frame_gap: int = 1, channel_tanh: Sequence[str] = ()):
         if num_previous not in (0, 1):
             raise ValueError(f"data.num_previous must be 0 or 1, got {num_previous!r}")
         if missing_previous not in ("current", "empty", "skip"):
@@ -141,14 +145,16 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"data.repeat must be >= 1, got {repeat}")
         if len(point_range) != 6 or any(point_range[i] >= point_range[i + 3] for i in range(3)):
             raise ValueError(f"data.point_range must be [x0, y0, z0, x1, y1, z1] with x0 < x1 etc., got {point_range}")
-        unknown = [name for name in (channel_scales or {}) if name not in tuple(channels)]
-        if unknown:
-            raise ValueError(f"data.channel_scales names {unknown}, which are not among data.channels {tuple(channels)}")
+        for option, names in (("channel_scales", list(channel_scales or {})), ("channel_tanh", list(channel_tanh))):
+            unknown = [name for name in names if name not in tuple(channels)]
+            if unknown:
+                raise ValueError(f"data.{option} names {unknown}, which are not among data.channels {tuple(channels)}")
         if num_previous and not hasattr(reader, "previous"):
             raise ValueError(f"data.num_previous=1 but the source {type(reader).__name__} has no previous()")
         self.reader, self.channels, self.point_range = reader, tuple(channels), tuple(float(v) for v in point_range)
         self.num_previous, self.missing_previous, self.frame_gap = num_previous, missing_previous, frame_gap
         self.augment, self.repeat, self.channel_scales = augment, repeat, dict(channel_scales or {})
+        self.channel_tanh = tuple(channel_tanh)
         if len(sensor_origin) != 3:
             raise ValueError(f"data.sensor_origin must be 3 numbers (x, y, z), got {sensor_origin!r}")
         self.sensor_origin = np.asarray(sensor_origin, np.float64)
@@ -172,15 +178,15 @@ class LidarPretrainDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         i = self.frame_indices[index % len(self.frame_indices)]
-        current = select_channels(self.reader[i], self.channels, self.channel_scales)
+        current = select_channels(self.reader[i], self.channels, self.channel_scales, self.channel_tanh)
         origin = np.asarray(current.meta.get("sensor_origin", self.sensor_origin), np.float64)
         previous = None
         if self.num_previous:
             previous = self.reader.previous(i, self.frame_gap)
             if previous is not None:
                 prev_sensor = previous.meta.get("sensor_origin", self.sensor_origin)
-                previous = align_to_frame(select_channels(previous, self.channels, self.channel_scales), current,
-                                          prev_sensor)
+                previous = select_channels(previous, self.channels, self.channel_scales, self.channel_tanh)
+                previous = align_to_frame(previous, current, prev_sensor)
         prev_origin = previous.meta["origin_in_current"] if previous is not None else np.zeros(3)
         if self.augment is not None:
             seed = int(torch.randint(0, 2 ** 62, ()).item())

@@ -67,7 +67,8 @@ def _lidar_pretrain(cfg, reader) -> Dataset:
     augment = (pretrain_augmentation(cfg.flip_p, cfg.rotate_deg, cfg.scale, cfg.translate_std)
                if cfg.augment else None)
     return LidarPretrainDataset(reader, cfg.channels, cfg.point_range, cfg.num_previous, cfg.missing_previous,
-                                augment, cfg.repeat, cfg.channel_scales, cfg.sensor_origin, cfg.frame_gap)
+                                augment, cfg.repeat, cfg.channel_scales, cfg.sensor_origin, cfg.frame_gap,
+                                cfg.channel_tanh)
 
 
 def _lidar_synthetic(cfg) -> Dataset:

@@ -68,11 +68,11 @@ def build_detection_datasets(cfg: DetectionDataConfig, work_dir: Optional[Path] 
         transform = detection_augmentation(database, cfg.gt_sample_counts, cfg.flip_x, cfg.flip_y, cfg.rotation,
                                            cfg.scale)
     train = DetectionDataset(train_reader, cfg.class_names, indices, transform, cfg.crop_range, cfg.seed,
-                             cfg.min_points_in_box, cfg.channel_scales)
+                             cfg.min_points_in_box, cfg.channel_scales, cfg.channel_tanh)
     val = None
     if val_reader is not None:
         val = DetectionDataset(val_reader, cfg.class_names, None, None, cfg.crop_range, cfg.seed,
-                               cfg.min_points_in_box, cfg.channel_scales)
+                               cfg.min_points_in_box, cfg.channel_scales, cfg.channel_tanh)
     return train, val
 
 

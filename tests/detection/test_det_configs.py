@@ -73,8 +73,11 @@ def test_bad_data_args_name_the_config_entry_and_fail_before_the_gt_database(tmp
 @pytest.mark.parametrize("name", ["kitti", "nuscenes", "waymo"])
 def test_detector_sees_the_channel_units_of_the_pre_training_configs(name):
     # A pre-trained encoder must get the input units it was trained on (nuScenes: intensity / 255).
-    detection = load_config(CONFIGS / f"{name}.yaml").data.channel_scales
-    for method in ("voxel_mae", "r_mae"):
+    # Waymo: tanh(intensity), as OpenPCDet.
+    detection = load_config(CONFIGS / f"{name}.yaml").data
+    for method in ("voxel_mae", "r_mae", "t_mae"):
         path = CONFIGS.parent / method / f"{name}.yaml"
         if path.is_file():
-            assert load_config(path).data.channel_scales == detection, (method, name)
+            data = load_config(path).data
+            assert data.channel_scales == detection.channel_scales, (method, name)
+            assert data.channel_tanh == detection.channel_tanh, (method, name)

@@ -167,3 +167,11 @@ def test_channel_scales_apply_to_every_point_including_gt_samples():
     np.testing.assert_array_equal(b.points[:, :3], a.points[:, :3])
     with pytest.raises(KeyError, match="intensty"):
         DetectionDataset(frames, ["Car"], channel_scales={"intensty": 0.5})[0]
+    # Waymo: scaled, then squashed by tanh (every point, pasted objects included).
+    torch.manual_seed(0)
+    squashed = DetectionDataset(frames, ["Car", "Pedestrian"], transform=transform, channel_scales={"intensity": 1 / 255},
+                                channel_tanh=["intensity"])[0]
+    np.testing.assert_allclose(squashed.points[:, 3], np.tanh(a.points[:, 3] / 255), rtol=1e-6)
+    np.testing.assert_array_equal(squashed.points[:, :3], a.points[:, :3])
+    with pytest.raises(KeyError, match="channel_tanh.*intensty"):
+        DetectionDataset(frames, ["Car"], channel_tanh=["intensty"])[0]

@@ -241,3 +241,16 @@ def test_channel_scales_must_name_selected_channels():
     with pytest.raises(ValueError, match="intensty"):
         LidarPretrainDataset(StaticWorldReader(POSES), ("x", "y", "z", "intensity"), RANGE,
                              channel_scales={"intensty": 1 / 255})
+    with pytest.raises(ValueError, match="channel_tanh.*intensty"):
+        LidarPretrainDataset(StaticWorldReader(POSES), ("x", "y", "z", "intensity"), RANGE, channel_tanh=["intensty"])
+
+
+def test_channel_tanh_squashes_after_scaling():
+    reader = StaticWorldReader(POSES)
+    plain = LidarPretrainDataset(reader, ("x", "y", "z", "intensity"), RANGE)[0]
+    squashed = LidarPretrainDataset(reader, ("x", "y", "z", "intensity"), RANGE, channel_scales={"intensity": 300.0},
+                                    channel_tanh=["intensity"])[0]
+    a, b = plain["frame"].points, squashed["frame"].points
+    assert np.abs(a[:, 3] * 300.0).max() > 3                      # the squash binds
+    np.testing.assert_allclose(b[:, 3], np.tanh(a[:, 3] * np.float32(300.0)), rtol=1e-6)
+    np.testing.assert_array_equal(b[:, :3], a[:, :3])
