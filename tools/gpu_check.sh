@@ -3,7 +3,8 @@
 # whose python already has torch, pytest, hypothesis, scipy and ninja (e.g. a lent device machine):
 #   1. build pointmae._C with the CUDA kernels against that python's torch (sm_90 unless
 #      TORCH_CUDA_ARCH_LIST says otherwise),
-#   2. the tests marked `cuda` (CPU/CUDA parity, edge cases, determinism, real sweeps),
+#   2. the op and extension tests, CPU and CUDA (the `cuda`-marked ones: CPU/CUDA parity, edge cases,
+#      determinism, real sweeps; test_extension: a CUDA kernel for every op),
 #   3. the CUDA op benchmark against the pure-PyTorch CUDA baselines (tools/bench_ops.py --device cuda).
 #
 #   bash tools/gpu_check.sh [OUT_DIR]      logs, machine.txt and ops_cuda.md go to OUT_DIR
@@ -21,7 +22,7 @@ mkdir -p "$out"
 if [ -z "${POINTMAE_SHARED_DATA:-}" ] && [ -d .gpu_data ]; then
   export POINTMAE_SHARED_DATA=$PWD/.gpu_data
 fi
-{ nvidia-smi; "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU visible")'; } > "$out/machine.txt" 2>&1
+{ nvidia-smi 2>&1 | head -n 15; "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU visible")'; } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
 echo "== gpu_check: build (FORCE_CUDA=1)"
@@ -34,11 +35,12 @@ if ! FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${M
 fi
 echo "built in $(( $(date +%s) - start )) s"
 
-echo "== gpu_check: pytest -m cuda"
-timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/ops tests/test_extension.py \
+echo "== gpu_check: pytest tests/ops tests/test_extension.py (CPU and CUDA)"
+FORCE_CUDA=1 timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -rs -p no:cacheprovider tests/ops tests/test_extension.py \
   > "$out/pytest_cuda.log" 2>&1
 test_rc=$?
-tail -n 40 "$out/pytest_cuda.log"
+grep -E "passed|failed|error" "$out/pytest_cuda.log" | tail -n 5
+grep -E "^SKIPPED" "$out/pytest_cuda.log" | head -n 20     # on a GPU machine no CUDA test may be among them
 
 echo "== gpu_check: tools/bench_ops.py --device cuda"
 timeout "${BENCH_TIMEOUT:-240}" "$PY" tools/bench_ops.py --device cuda --out "$out" > "$out/bench.log" 2>&1
