@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                                           dataset.frame_gap)
             if raw is None:
                 continue
-            raw = select_channels(raw, dataset.channels, dataset.channel_scales)
+            raw = select_channels(raw, dataset.channels, dataset.channel_scales, dataset.channel_tanh)
             unaligned = dict(batch, prev_points=torch.as_tensor(raw.to_numpy().points),
                              prev_offsets=torch.tensor([0, raw.num_points]), has_prev=torch.tensor([True]))
             empty = dict(batch, prev_points=batch["prev_points"][:0], prev_offsets=torch.zeros(2, dtype=torch.int64))

@@ -135,7 +135,7 @@ class Frame:
         """A frame whose channels in `names` go through tanh, squashing unbounded values into (-1, 1).
         OpenPCDet does this to Waymo's intensity (raw values reach ~900 while the median is ~0.1;
         OpenPCDet's WaymoDataset.get_lidar). Names the frame lacks are an error."""
-        names = list(names)
+        names = list(dict.fromkeys(names))      # each channel once: tanh(tanh(x)) is not meant
         unknown = [name for name in names if name not in self.channels]
         if unknown:
             raise KeyError(f"channel_tanh names {unknown}, not among the frame's channels {self.channels}")
