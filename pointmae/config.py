@@ -679,6 +679,9 @@ class CenterPointConfig(ModelConfig):
     top_k: int = 500
     score_threshold: float = 0.1
     nms: Literal["rotated", "circle", "none"] = "rotated"
+    # "class": NMS within each class; "task": within each task group, across its classes (OpenPCDet's
+    # CenterHead: a truck and a construction vehicle on the same spot suppress each other).
+    nms_scope: Literal["class", "task"] = "class"
     nms_iou_threshold: float = 0.01
     circle_nms_radius: list[float] = field(default_factory=list)   # metres per class; empty: 2.0 each
     max_detections: int = 500

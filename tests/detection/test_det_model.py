@@ -9,6 +9,9 @@ from pointmae.data.detection import DetectionDataset, collate_detection
 from pointmae.data.lidar_datasets import SyntheticFrames
 from pointmae.engine.finetune_det import recalibrate_batchnorm
 from pointmae.models.detection import CenterPoint
+from pointmae.models.detection.center_head import CenterHead
+from pointmae.models.detection.losses import focal_heatmap_loss, gather_at, masked_l1_loss
+from pointmae.models.detection.targets import build_targets
 
 CLASSES = ["Car", "Pedestrian"]
 RANGE = (0.0, -9.6, -3.0, 19.2, 9.6, 1.0)
@@ -185,17 +188,102 @@ def test_task_groups_heatmap_in_class_order_and_own_regression(batch):
     assert head.task_heads[0]["dims"][-1].weight.grad is None or head.task_heads[0]["dims"][-1].weight.grad.abs().sum() == 0
 
 
-def test_one_group_is_the_plain_head_and_loads_old_checkpoints(batch):
+def test_single_group_head_loads_checkpoints_from_before_task_groups():
+    # Before task groups the head kept its one group's branches under dense_head.branches.*.
     plain = sparse_model()
-    grouped = sparse_model(tasks=[["Car", "Pedestrian"]])
-    assert torch.equal(plain(batch)["loss"], grouped(batch)["loss"])
-    # A head saved before task groups existed (one group's branches under dense_head.branches.*).
     old = {k.replace("dense_head.task_heads.0.", "dense_head.branches."): v for k, v in plain.state_dict().items()}
     assert any(k.startswith("dense_head.branches.") for k in old)
     fresh = sparse_model()
     torch.nn.init.zeros_(fresh.dense_head.task_heads[0]["dims"][-1].weight)
-    fresh.load_state_dict(old)
+    fresh.load_state_dict(old, strict=True)
     assert torch.equal(fresh.dense_head.task_heads[0]["dims"][-1].weight, plain.dense_head.task_heads[0]["dims"][-1].weight)
+    with pytest.raises(RuntimeError, match="branches"):          # a multi-group head cannot take them
+        sparse_model(tasks=[["Car"], ["Pedestrian"]]).load_state_dict(old, strict=True)
+
+
+def test_heatmap_channels_in_class_order_for_any_grouping():
+    # flat order [2, 0, 3, 1] is not its own inverse, so only a correct reordering passes.
+    head = CenterHead(8, [[2], [0, 3], [1]], head_channels=8)
+    with torch.no_grad():
+        for i, classes in enumerate(head.tasks):
+            head.task_heads[i]["heatmap"][-1].weight.zero_()
+            head.task_heads[i]["heatmap"][-1].bias.copy_(torch.tensor([10.0 * c for c in classes]))
+    got = head(torch.zeros(1, 8, 4, 4))["heatmap"][0, :, 0, 0]
+    assert torch.equal(got, torch.tensor([0.0, 10.0, 20.0, 30.0]))
+    assert head.task_of_class.tolist() == [1, 2, 0, 1]
+
+
+FOUR = ["A", "B", "C", "D"]
+
+
+def _four_class_model(tasks):
+    torch.manual_seed(0)
+    return CenterPoint(FOUR, tasks=tasks, point_range=RANGE, voxel_size=(0.2, 0.2, 0.16), backbone="VoxelBackBone8x",
+                       bev_upsample_strides=[2, 4], score_threshold=0.0, with_velocity=True, **TINY_BEV)
+
+
+def _four_class_frames():
+    g = torch.Generator().manual_seed(1)
+    boxes, labels = [], []
+    for lab in ([0, 1, 2, 3, 3, 2], [1, 1, 1], []):
+        n = len(lab)
+        b = torch.zeros(n, 9)
+        if n:
+            b[:, 0] = torch.rand(n, generator=g) * 18 + 0.5
+            b[:, 1] = torch.rand(n, generator=g) * 18 - 9
+            b[:, 2] = -1
+            b[:, 3:6] = torch.rand(n, 3, generator=g) * 3 + 0.5
+            b[:, 6] = torch.rand(n, generator=g) * 6 - 3
+            b[:, 7:9] = torch.randn(n, 2, generator=g)
+        boxes.append(b)
+        labels.append(torch.tensor(lab, dtype=torch.int64))
+    return boxes, labels
+
+
+@pytest.mark.parametrize("tasks", [None, [["C"], ["A", "D"], ["B"]], [["D"], ["C"], ["B"], ["A"]]])
+def test_loss_is_the_sum_of_per_group_losses(tasks):
+    """CenterPoint / OpenPCDet: each group's targets from its own boxes (group-local labels), its focal
+    loss and L1 loss normalised by its own object count, summed over groups."""
+    model = _four_class_model(tasks)
+    torch.manual_seed(5)
+    maps = model.dense_head(torch.randn(3, model.backbone_2d.num_bev_features, model.grid.ny, model.grid.nx))
+    boxes, labels = _four_class_frames()
+    out = model.forward_loss(maps, boxes, labels)
+    want_hm, want_loc = 0.0, 0.0
+    for i, classes in enumerate(model.tasks):
+        keep = [torch.isin(lb, torch.tensor(classes)) for lb in labels]
+        local = [torch.tensor([classes.index(int(c)) for c in lb[k]], dtype=torch.int64) for lb, k in zip(labels, keep)]
+        t = build_targets([b[k] for b, k in zip(boxes, keep)], local, len(classes), model.grid, True,
+                          **model.target_args)
+        want_hm = want_hm + focal_heatmap_loss(maps["heatmap"][:, classes], t.heatmap)
+        pred = gather_at(model.dense_head.codes(maps)[:, i], t.index)
+        want_loc = want_loc + masked_l1_loss(pred, t.codes, t.mask, model.code_weights)[0]
+    torch.testing.assert_close(out["hm_loss"], want_hm.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(out["loc_loss"], want_loc.detach(), rtol=1e-5, atol=0)
+
+
+def test_decode_reads_each_class_from_its_own_group():
+    model = _four_class_model([["C"], ["A", "D"], ["B"]]).eval()
+    h, w = model.grid.ny, model.grid.nx
+    maps = {k: torch.zeros(1, c, h, w) for k, c in
+            {"heatmap": 4, "offset": 6, "z": 3, "dims": 9, "rot": 6, "vel": 6}.items()}
+    maps["heatmap"][:] = -20
+    cells = {0: (3, 3), 1: (10, 10), 2: (15, 5), 3: (5, 18)}     # one peak per class (row, column)
+    for c, (r, col) in cells.items():
+        maps["heatmap"][0, c, r, col] = 5.0
+    for i in range(3):                                            # group i regresses boxes of length i + 1
+        maps["dims"][0, 3 * i:3 * i + 3] = float(np.log(i + 1))
+    maps["rot"][:, 1::2] = 1.0
+    det = model.decode(maps)[0]
+    keep = det["scores"] > 0.5
+    got = sorted(zip(det["labels"][keep].tolist(), det["boxes"][keep][:, 3].round(3).tolist()))
+    group_of = {2: 0, 0: 1, 3: 1, 1: 2}
+    assert got == sorted((c, float(group_of[c] + 1)) for c in cells)
+
+
+def test_nms_scope_is_checked():
+    with pytest.raises(ValueError, match="nms_scope"):
+        sparse_model(nms_scope="frame")
 
 
 @pytest.mark.parametrize("tasks", [[["Car"]], [["Car"], ["Car", "Pedestrian"]], [["Car"], [], ["Pedestrian"]],

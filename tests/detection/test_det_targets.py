@@ -133,6 +133,23 @@ def test_circle_nms_keeps_the_best_of_close_centres():
     scores = torch.tensor([0.5, 0.9, 0.3, 0.8])
     assert circle_nms(centers, scores, 1.0).tolist() == [1, 3]
     assert circle_nms(centers, scores, 0.1).tolist() == [1, 3, 0, 2]
+    # A radius per box: the kept box's own radius decides (box 1 reaches box 0, box 3 does not reach box 2).
+    assert circle_nms(centers, scores, torch.tensor([1.0, 1.0, 0.1, 0.1])).tolist() == [1, 3, 2]
+
+
+def test_nms_groups_suppress_across_the_classes_of_a_group():
+    # Two near-identical boxes of classes 0 and 1, a third of class 2 on the same spot.
+    boxes = torch.tensor([[5.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0], [5.1, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+                          [5.0, 0.1, 0.0, 4.0, 2.0, 1.5, 0.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([0, 1, 2])
+    args = (3, 0.1, "rotated", 0.2, [1.0] * 3, 10)
+    per_class = postprocess(boxes, scores, labels, *args)
+    assert per_class[2].tolist() == [0, 1, 2]
+    grouped = postprocess(boxes, scores, labels, *args, nms_groups=[[0, 1], [2]])
+    assert grouped[2].tolist() == [0, 2]
+    circle = postprocess(boxes, scores, labels, 3, 0.1, "circle", 0.2, [1.0] * 3, 10, nms_groups=[[0, 1, 2]])
+    assert circle[2].tolist() == [0]
 
 
 def test_axis_heading_recovers_the_heading_modulo_pi():

@@ -52,7 +52,8 @@ class CenterPoint(nn.Module):
                  with_velocity: bool = False, heading: str = "direction", min_overlap: float = 0.1, min_radius: int = 2,
                  max_objects: int = 500, loc_weight: float = 0.25,
                  code_weights: Sequence[float] = (1.0,) * 8 + (0.2, 0.2), top_k: int = 500,
-                 score_threshold: float = 0.1, nms: str = "rotated", nms_iou_threshold: float = 0.01,
+                 score_threshold: float = 0.1, nms: str = "rotated", nms_scope: str = "class",
+                 nms_iou_threshold: float = 0.01,
                  circle_nms_radius: Sequence[float] = (), max_detections: int = 500):
         super().__init__()
         if not class_names:
@@ -116,6 +117,10 @@ class CenterPoint(nn.Module):
         self.target_args = dict(max_objects=max_objects, min_overlap=min_overlap, min_radius=min_radius,
                                 heading=heading)
         self.loc_weight = loc_weight
+        if nms_scope not in ("class", "task"):
+            raise ValueError(f"nms_scope must be 'class' (NMS per class) or 'task' (per task group, across its "
+                             f"classes), got {nms_scope!r}")
+        self.nms_groups = None if nms_scope == "class" else self.tasks
         self.decode_args = dict(top_k=top_k, score_threshold=score_threshold, nms=nms,
                                 nms_iou_threshold=nms_iou_threshold, max_detections=max_detections,
                                 circle_radius=list(circle_nms_radius) or [2.0] * len(self.class_names))
@@ -210,7 +215,8 @@ class CenterPoint(nn.Module):
         return self.decode(maps, batch.get("frame_ids"))
 
     def decode(self, maps: dict[str, torch.Tensor], frame_ids=None) -> list[dict]:
-        """Maps -> detections per frame: top_k peaks per task group, then threshold and per-class NMS."""
+        """Maps -> detections per frame: top_k peaks per task group, then threshold and NMS (per class, or
+        per task group with nms_scope="task")."""
         heat = local_maxima(torch.sigmoid(maps["heatmap"].float()))
         codes = self.dense_head.codes(maps).float()                       # (B, T, D, H, W)
         a = self.decode_args
@@ -224,7 +230,7 @@ class CenterPoint(nn.Module):
             boxes, scores, labels = (torch.cat(parts) for parts in zip(*(task[i] for task in per_task)))
             boxes, scores, labels = postprocess(boxes, scores, labels, len(self.class_names), a["score_threshold"],
                                                 a["nms"], a["nms_iou_threshold"], a["circle_radius"],
-                                                a["max_detections"], self.point_range)
+                                                a["max_detections"], self.point_range, self.nms_groups)
             lab = labels.cpu().numpy().astype(np.int64)
             results.append({"frame_id": frame_ids[i] if frame_ids is not None else str(i),
                             "boxes": boxes.detach().cpu().double().numpy(),

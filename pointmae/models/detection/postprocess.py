@@ -3,9 +3,10 @@
 CenterNet / CenterPoint decoding: the K highest heatmap scores over all classes and cells (after
 keeping only local maxima of a 3x3 window, CenterNet's "NMS by max pooling") give K candidate objects;
 each is decoded from the regression codes at its cell (targets.decode_boxes). Then candidates below
-`score_threshold` are dropped and NMS runs per class: rotated BEV NMS (pointmae.ops.nms_bev, greedy
-by score, IoU > threshold suppressed) or CenterPoint's circle NMS (a box suppresses lower-scored
-boxes whose centres lie within `radius` metres in BEV).
+`score_threshold` are dropped and NMS runs per class, or per group of classes (class-agnostic within
+the group, as OpenPCDet's CenterHead does per task group): rotated BEV NMS (pointmae.ops.nms_bev,
+greedy by score, IoU > threshold suppressed) or CenterPoint's circle NMS (a box suppresses
+lower-scored boxes whose centres lie within the kept box's class radius, metres in BEV).
 """
 from __future__ import annotations
 
@@ -41,15 +42,17 @@ def topk_candidates(heat: torch.Tensor, codes: torch.Tensor, grid: FeatureGrid, 
     return out
 
 
-def circle_nms(centers: torch.Tensor, scores: torch.Tensor, radius: float) -> torch.Tensor:
+def circle_nms(centers: torch.Tensor, scores: torch.Tensor, radius) -> torch.Tensor:
     """Greedy by descending score (ties: lower index): keep a box unless a kept box's centre is within
-    `radius` (metres, BEV). centers (N, 2). Returns kept indices, by descending score."""
+    that kept box's radius (metres, BEV). centers (N, 2); radius: one float, or (N,) per box. Returns
+    kept indices, by descending score."""
     order = torch.argsort(-scores, stable=True)
     c = centers[order].double()
     d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    r = torch.as_tensor(radius, dtype=torch.float64, device=c.device).expand(len(scores))[order]
     suppressed = torch.zeros(len(order), dtype=torch.bool)
     keep = []
-    close = (d2 <= radius * radius).cpu()
+    close = (d2 <= (r * r)[:, None]).cpu()          # row i: the boxes that kept box i suppresses
     for i in range(len(order)):
         if suppressed[i]:
             continue
@@ -60,9 +63,11 @@ def circle_nms(centers: torch.Tensor, scores: torch.Tensor, radius: float) -> to
 
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, num_classes: int,
                 score_threshold: float, nms: str, nms_iou_threshold: float, circle_radius: Sequence[float],
-                max_detections: int, point_range: Sequence[float] | None = None):
-    """One sample's candidates -> (boxes, scores, labels) after threshold, range filter and per-class NMS,
-    at most max_detections, by descending score."""
+                max_detections: int, point_range: Sequence[float] | None = None,
+                nms_groups: Sequence[Sequence[int]] | None = None):
+    """One sample's candidates -> (boxes, scores, labels) after threshold, range filter and NMS, at
+    most max_detections, by descending score. NMS runs within each of `nms_groups` (lists of class
+    indices; boxes of different classes in one group suppress each other), by default each class alone."""
     keep = scores >= score_threshold
     if point_range is not None:
         lo = torch.tensor(point_range[:2], dtype=boxes.dtype, device=boxes.device)
@@ -71,14 +76,16 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if nms != "none":
         kept = []
-        for cls in range(num_classes):
-            idx = torch.nonzero(labels == cls).squeeze(1)
+        groups = [[c] for c in range(num_classes)] if nms_groups is None else nms_groups
+        radius = torch.tensor([float(r) for r in circle_radius], dtype=torch.float64) if nms == "circle" else None
+        for group in groups:
+            idx = torch.nonzero(torch.isin(labels, torch.tensor(list(group), device=labels.device))).squeeze(1)
             if idx.numel() == 0:
                 continue
             if nms == "rotated":
                 local = ops.nms_bev(boxes[idx, :7].contiguous(), scores[idx].contiguous(), nms_iou_threshold)
             elif nms == "circle":
-                local = circle_nms(boxes[idx, :2], scores[idx], float(circle_radius[cls]))
+                local = circle_nms(boxes[idx, :2], scores[idx], radius[labels[idx].cpu()])
             else:
                 raise ValueError(f"nms must be 'rotated', 'circle' or 'none', got {nms!r}")
             kept.append(idx[local])
