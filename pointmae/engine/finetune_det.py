@@ -159,6 +159,9 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
     if pretrained:
         report = load_pretrained_encoder(model, pretrained)
         log(report.summary())
+        warning = channel_units_warning(pretrained, cfg.data)
+        if warning:
+            log(warning)
         (work_dir / "pretrained_load.txt").write_text(report.summary() + "\n")
     if freeze_backbone:
         if not pretrained:
@@ -201,6 +204,29 @@ def finetune(cfg: Config, pretrained: Optional[str] = None, freeze_backbone: boo
         log(f"validation ({len(predictions)} frames): " + json.dumps(metrics))
         result.update(predictions=predictions, metrics=metrics)
     return result
+
+
+def channel_units_warning(pretrained: str, data: DetectionDataConfig) -> Optional[str]:
+    """A warning when the pre-training run recorded other channel units (data.channel_scales /
+    channel_tanh, in the config a pointmae checkpoint carries) than the detection config's: the encoder
+    would see inputs in units it never learnt on (e.g. raw Waymo intensity vs. tanh). None when they
+    agree or the file records no config (other formats)."""
+    try:
+        obj = torch.load(pretrained, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - the loader above already accepted the file; a foreign format has no config
+        return None
+    recorded = (obj.get("config") or {}).get("data") if isinstance(obj, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    theirs = ({k: float(v) for k, v in (recorded.get("channel_scales") or {}).items()},
+              list(recorded.get("channel_tanh") or []))
+    ours = ({k: float(v) for k, v in data.channel_scales.items()}, list(data.channel_tanh))
+    if theirs == ours:
+        return None
+    return (f"warning: the pre-training run scaled its channels with channel_scales={theirs[0]}, channel_tanh="
+            f"{theirs[1]}, but this detection config uses channel_scales={ours[0]}, channel_tanh={ours[1]}: the "
+            f"encoder will see inputs in other units than it was trained on (set data.channel_scales / "
+            f"data.channel_tanh to the pre-training's)")
 
 
 @torch.no_grad()

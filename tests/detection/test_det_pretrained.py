@@ -152,3 +152,19 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert finetune_main([str(CONFIG), "--backbone-lr-mult", "0", "--work-dir", str(tmp_path)]) == 2
     assert finetune_main([str(CONFIG), "--label-fraction", "1.5", "--work-dir", str(tmp_path)]) == 2
     assert "must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_other_channel_units_in_the_pre_training_run_are_warned(tmp_path):
+    from pointmae.config import DetectionDataConfig
+    from pointmae.engine.finetune_det import channel_units_warning
+    path = tmp_path / "final_model.pt"
+    config = {"data": {"name": "lidar_waymo", "channel_scales": {}}}      # before channel_tanh existed
+    torch.save({"format": "pointmae-weights", "model": {"vfe.x": torch.zeros(1)}, "config": config}, path)
+    warning = channel_units_warning(str(path), DetectionDataConfig(channel_tanh=["intensity"]))
+    assert warning is not None and "channel_tanh=[]" in warning and "['intensity']" in warning
+    assert channel_units_warning(str(path), DetectionDataConfig()) is None
+    config["data"]["channel_tanh"] = ["intensity"]
+    torch.save({"format": "pointmae-weights", "model": {}, "config": config}, path)
+    assert channel_units_warning(str(path), DetectionDataConfig(channel_tanh=["intensity"])) is None
+    torch.save({"vfe.x": torch.zeros(1)}, path)                            # a plain state dict records nothing
+    assert channel_units_warning(str(path), DetectionDataConfig(channel_tanh=["intensity"])) is None
