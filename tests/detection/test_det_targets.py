@@ -71,6 +71,21 @@ def test_targets_skip_boxes_outside_the_grid_and_check_labels():
         build_targets([boxes], [torch.tensor([0, 3])], 1, GRID, with_velocity=False)
 
 
+def test_max_objects_caps_each_task_group_separately():
+    # 5 boxes of class 0 first, then 2 of class 1: with one group and max_objects=3 only class 0 gets
+    # targets; with the classes in two groups each group keeps its own 3 (OpenPCDet's per-group cap).
+    boxes = random_boxes(7, 4, velocity=False)
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1])
+    one = build_targets([boxes], [labels], 2, GRID, with_velocity=False, max_objects=3)
+    assert one.mask.shape == (1, 3) and one.labels[one.mask].tolist() == [0, 0, 0]
+    assert one.heatmap[0, 1].max() == 0                     # the capped objects get no heatmap peak either
+    two = build_targets([boxes], [labels], 2, GRID, with_velocity=False, max_objects=3, task_of_class=[0, 1])
+    assert two.mask.shape == (1, 6) and sorted(two.labels[two.mask].tolist()) == [0, 0, 0, 1, 1]
+    assert two.heatmap[0, 1].max() == 1
+    with pytest.raises(ValueError, match="task_of_class"):
+        build_targets([boxes], [labels], 2, GRID, with_velocity=False, task_of_class=[0])
+
+
 @pytest.mark.parametrize("velocity", [False, True])
 def test_decode_of_encode_recovers_boxes(velocity):
     boxes = random_boxes(50, 1, velocity)

@@ -156,7 +156,8 @@ class CenterPoint(nn.Module):
         """CenterPoint's loss: per task group, the focal heatmap loss over the group's classes and the
         L1 loss at the group's objects, each normalised by the group's own object count, summed over groups."""
         targets = build_targets(boxes, labels, len(self.class_names), self.grid, self.with_velocity,
-                                device=maps["heatmap"].device, **self.target_args)
+                                device=maps["heatmap"].device, task_of_class=self.dense_head.task_of_class.tolist(),
+                                **self.target_args)
         codes = self.dense_head.codes(maps)                               # (B, T, D, H, W)
         b, t, d, h, w = codes.shape
         k = targets.index.shape[1]

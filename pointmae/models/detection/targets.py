@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -142,7 +142,7 @@ def decode_boxes(codes: torch.Tensor, cells: torch.Tensor, grid: FeatureGrid, he
 
 @dataclass
 class CenterTargets:
-    """For a batch of B samples, K = max_objects slots per sample.
+    """For a batch of B samples, K slots per sample (max_objects per task group).
 
     heatmap: (B, num_classes, H, W) in [0, 1];  index: (B, K) int64 flat cell row * W + column;
     codes: (B, K, code_size) regression targets (NaN where unknown, e.g. a velocity);
@@ -157,19 +157,27 @@ class CenterTargets:
 
 def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], num_classes: int,
                   grid: FeatureGrid, with_velocity: bool, max_objects: int = 500, min_overlap: float = 0.1,
-                  min_radius: int = 2, device=None, dtype=torch.float32, heading: str = "direction") -> CenterTargets:
+                  min_radius: int = 2, device=None, dtype=torch.float32, heading: str = "direction",
+                  task_of_class: Optional[Sequence[int]] = None) -> CenterTargets:
     """boxes[b]: (M_b, 7|9) sensor-frame boxes; labels[b]: (M_b,) int64 class index in [0, num_classes).
 
     Objects whose centre is outside the grid or with a non-positive size get no target; beyond
-    max_objects per sample the rest are ignored (in input order).
+    max_objects per sample and task group (task_of_class: the group of each class, default one group)
+    the rest of that group are ignored (in input order), as OpenPCDet caps each group's objects. The
+    slots of all groups share one axis: K = max_objects * number of groups.
     """
     batch = len(boxes)
     cs = code_size(with_velocity)
+    task_of_class = [0] * num_classes if task_of_class is None else [int(t) for t in task_of_class]
+    if len(task_of_class) != num_classes:
+        raise ValueError(f"task_of_class needs one group per class ({num_classes}), got {len(task_of_class)}")
+    num_tasks = max(task_of_class) + 1
+    slots = max_objects * num_tasks
     heatmap = torch.zeros(batch, num_classes, grid.ny, grid.nx, dtype=dtype, device=device)
-    index = torch.zeros(batch, max_objects, dtype=torch.int64, device=device)
-    codes = torch.zeros(batch, max_objects, cs, dtype=dtype, device=device)
-    mask = torch.zeros(batch, max_objects, dtype=torch.bool, device=device)
-    slot_labels = torch.zeros(batch, max_objects, dtype=torch.int64, device=device)
+    index = torch.zeros(batch, slots, dtype=torch.int64, device=device)
+    codes = torch.zeros(batch, slots, cs, dtype=dtype, device=device)
+    mask = torch.zeros(batch, slots, dtype=torch.bool, device=device)
+    slot_labels = torch.zeros(batch, slots, dtype=torch.int64, device=device)
     for b in range(batch):
         bx = torch.as_tensor(boxes[b]).detach().to("cpu", torch.float64)
         lb = torch.as_tensor(labels[b]).detach().to("cpu", torch.int64)
@@ -181,12 +189,15 @@ def build_targets(boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
             raise ValueError(f"sample {b}: labels must be in [0, {num_classes}), got {lb.tolist()}")
         enc, cells = encode(bx, grid, with_velocity, heading)
         slot = 0
+        per_task = [0] * num_tasks
         for m in range(len(bx)):
             col, row = int(cells[m, 0]), int(cells[m, 1])
             if not (0 <= col < grid.nx and 0 <= row < grid.ny) or (bx[m, 3:5] <= 0).any():
                 continue
-            if slot >= max_objects:
-                break
+            task = task_of_class[int(lb[m])]
+            if per_task[task] >= max_objects:
+                continue
+            per_task[task] += 1
             # Box footprint in cells: dx (length) along x, dy (width) along y, as CenterPoint passes them.
             radius = gaussian_radius(float(bx[m, 3]) / grid.cell_x, float(bx[m, 4]) / grid.cell_y, min_overlap)
             radius = max(min_radius, int(radius))
