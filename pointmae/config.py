@@ -700,6 +700,9 @@ class DetectionDataConfig(DataConfig):
     # Train on a seeded fraction of the labelled training frames (label-efficiency studies).
     label_fraction: float = 1.0
     label_seed: int = 0
+    # CBGS class-balanced resampling of the (labelled) training frames, as CenterPoint / OpenPCDet on
+    # nuScenes: rare classes' frames repeat until each class is in about as many frames as the others.
+    class_balanced_resampling: bool = False
     # Crop frames to this range (boxes by centre); None: no crop.
     crop_range: Optional[tuple[float, float, float, float, float, float]] = None
     # Boxes with fewer LiDAR points are dropped (training targets and the quick validation metric).

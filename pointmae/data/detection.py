@@ -40,6 +40,38 @@ def label_subset(num_frames: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[:k])
 
 
+def box_names_of(reader, index: int) -> np.ndarray:
+    """The class names of frame `index`'s boxes: reader.box_names(index) where the reader has it
+    (without reading points, e.g. the nuScenes info reader), else from the whole frame."""
+    if hasattr(reader, "box_names"):
+        return np.asarray(reader.box_names(index), dtype=str)
+    return np.asarray(reader[index].names, dtype=str)
+
+
+def class_balanced_indices(frame_names: Sequence[Sequence[str]], class_names: Sequence[str], seed: int) -> np.ndarray:
+    """CBGS's class-balanced resampling of training frames (Zhu et al., "Class-balanced Grouping and
+    Sampling for Point Cloud 3D Object Detection", 2019, as OpenPCDet's nuScenes BALANCED_RESAMPLING):
+    S_c = the frames with a box of class c; p_c = |S_c| / sum_c' |S_c'|; class c draws
+    |S_c| * (1 / C) / p_c frames from S_c with replacement, so every class ends up in about the same
+    number of training frames (rare classes' frames repeat). Classes in no frame are left out (C counts
+    the others; OpenPCDet would divide by zero), and a class in some frame draws at least one (OpenPCDet
+    truncates, which empties tiny sets).
+
+    frame_names: per frame, its boxes' class names. Returns positions into frame_names, class by class
+    (the loader shuffles), seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    wanted = list(class_names)
+    frames_of = {c: [i for i, names in enumerate(frame_names) if c in set(np.asarray(names, dtype=str).tolist())]
+                 for c in wanted}
+    present = {c: f for c, f in frames_of.items() if f}
+    total = sum(len(f) for f in present.values())
+    out = []
+    for c, frames in present.items():
+        ratio = (1.0 / len(present)) / (len(frames) / total)
+        out.append(rng.choice(np.asarray(frames, dtype=np.int64), max(1, int(len(frames) * ratio))))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def detection_augmentation(database: Optional[GTDatabase], sample_counts: dict, flip_x: float, flip_y: float,
                            rotation: float, scale: Sequence[float]) -> Compose:
     """GT sampling (when a database is given) first, at the objects' original places, then the global

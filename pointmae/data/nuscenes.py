@@ -234,6 +234,10 @@ class NuScenesInfoDataset:
     def __len__(self):
         return len(self.samples)
 
+    def box_names(self, index: int) -> np.ndarray:
+        """The class names of keyframe `index`'s boxes (as __getitem__ gives them), without reading points."""
+        return self.samples[index]["names"]
+
     def _read(self, path: str, folder: str, meta: dict) -> np.ndarray:
         file = _resolve(self.data_root, path, folder)
         return handle_nonfinite(read_bin_points(file, self.load_dim), file, self.nonfinite, meta)

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from pointmae.config import Config, ConfigError, DetectionDataConfig, config_to_dict
-from pointmae.data.detection import DetectionDataset, detection_augmentation, label_subset
+from pointmae.data.detection import (DetectionDataset, box_names_of, class_balanced_indices, detection_augmentation,
+                                     label_subset)
 from pointmae.data.errors import DataError
 from pointmae.data.gt_sampling import GTDatabase
 from pointmae.data.lidar_datasets import LIDAR_DATASETS, build_lidar_dataset
@@ -60,11 +61,16 @@ def build_detection_datasets(cfg: DetectionDataConfig, work_dir: Optional[Path] 
     indices = label_subset(len(train_reader), cfg.label_fraction, cfg.label_seed)
     log(f"training frames: {len(indices)} of {len(train_reader)} (label_fraction={cfg.label_fraction}, "
         f"label_seed={cfg.label_seed})")
+    labelled = indices
+    if cfg.class_balanced_resampling:
+        names = [box_names_of(train_reader, int(i)) for i in indices]
+        indices = indices[class_balanced_indices(names, cfg.class_names, cfg.seed)]
+        log(f"class-balanced resampling (CBGS): {len(indices)} training samples from {len(labelled)} frames")
     transform = None
     if cfg.augment:
         database = None
         if cfg.gt_sampling and cfg.gt_sample_counts:
-            database = _gt_database(cfg, train_reader, indices, work_dir, log)
+            database = _gt_database(cfg, train_reader, labelled, work_dir, log)   # each frame once
         transform = detection_augmentation(database, cfg.gt_sample_counts, cfg.flip_x, cfg.flip_y, cfg.rotation,
                                            cfg.scale)
     train = DetectionDataset(train_reader, cfg.class_names, indices, transform, cfg.crop_range, cfg.seed,

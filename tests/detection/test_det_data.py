@@ -5,7 +5,8 @@ import torch
 
 from pointmae import ops
 from pointmae.data.boxes import count_points_in_boxes, points_in_boxes
-from pointmae.data.detection import DetectionDataset, collate_detection, detection_augmentation, label_subset
+from pointmae.data.detection import (DetectionDataset, box_names_of, class_balanced_indices, collate_detection,
+                                     detection_augmentation, label_subset)
 from pointmae.data.frame import Frame
 from pointmae.data.gt_sampling import GTDatabase, GTSampler
 from pointmae.data.transforms import RandomFlipX
@@ -175,3 +176,27 @@ def test_channel_scales_apply_to_every_point_including_gt_samples():
     np.testing.assert_array_equal(squashed.points[:, :3], a.points[:, :3])
     with pytest.raises(KeyError, match="channel_tanh.*intensty"):
         DetectionDataset(frames, ["Car"], channel_tanh=["intensty"])[0]
+
+
+def test_class_balanced_resampling_gives_every_class_about_the_same_frames():
+    # 8 frames with cars only, 2 with a car and a bicycle: S_car = 10, S_bicycle = 2, p = 10/12, 2/12;
+    # each class draws |S_c| * (1/2) / p_c = 6 frames (CBGS / OpenPCDet's balanced resampling).
+    names = [["car"]] * 8 + [["car", "bicycle"]] * 2
+    picks = class_balanced_indices(names, ["car", "bicycle", "bus"], seed=0)
+    assert len(picks) == 12 and picks.dtype == np.int64
+    # 'bus' is in no frame: no draws; bicycle's 6 draws are all frames 8 or 9 (the last ones drawn)
+    assert set(picks[6:].tolist()) <= {8, 9}
+    with_bicycle = sum("bicycle" in names[i] for i in picks)
+    assert with_bicycle >= 6                                   # was 2 of 10 frames, now at least half
+    assert np.array_equal(picks, class_balanced_indices(names, ["car", "bicycle", "bus"], seed=0))
+    assert len(class_balanced_indices([["car", "bicycle"]], ["car", "bicycle"], seed=0)) == 2   # never empty
+    assert len(class_balanced_indices([[]], ["car"], seed=0)) == 0
+
+
+def test_box_names_without_reading_points(shared_data):
+    from pointmae.data.nuscenes import NuScenesInfoDataset
+    reader = NuScenesInfoDataset(shared_data / "nuscenes" / "n015-2018-07-24-11-22-45+0800.pkl")
+    assert np.array_equal(box_names_of(reader, 0), reader[0].names) and len(reader[0].names) > 0
+    frames = [Frame(points=np.zeros((1, 4), np.float32), names=np.array(["Car", "Van"]),
+                    boxes=np.zeros((2, 7)))]
+    assert box_names_of(frames, 0).tolist() == ["Car", "Van"]
