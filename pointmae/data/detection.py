@@ -60,9 +60,8 @@ def class_balanced_indices(frame_names: Sequence[Sequence[str]], class_names: Se
     frame_names: per frame, its boxes' class names. Returns positions into frame_names, class by class
     (the loader shuffles), seeded by `seed`."""
     rng = np.random.default_rng(seed)
-    wanted = list(class_names)
-    frames_of = {c: [i for i, names in enumerate(frame_names) if c in set(np.asarray(names, dtype=str).tolist())]
-                 for c in wanted}
+    name_sets = [set(np.asarray(names, dtype=str).tolist()) for names in frame_names]
+    frames_of = {c: [i for i, names in enumerate(name_sets) if c in names] for c in class_names}
     present = {c: f for c, f in frames_of.items() if f}
     total = sum(len(f) for f in present.values())
     out = []

@@ -121,30 +121,34 @@ class Frame:
     def scale_channels(self, scales: dict) -> "Frame":
         """A frame whose channels named in `scales` ({name: factor}, e.g. {"intensity": 1 / 255}) are
         multiplied by their factor; names the frame lacks are an error (a typo would silently do nothing)."""
-        unknown = [name for name in scales if name not in self.channels]
-        if unknown:
-            raise KeyError(f"channel_scales names {unknown}, not among the frame's channels {self.channels}")
         if all(float(f) == 1.0 for f in scales.values()):
+            self._check_channel_names("channel_scales", scales)
             return self
-        points = np.array(self.to_numpy().points, dtype=np.float32, copy=True)
-        for name, factor in scales.items():
-            points[:, self.channels.index(name)] *= np.float32(factor)
-        return replace(self, points=points)
+        return self._map_channels("channel_scales", {name: (lambda c, f=np.float32(factor): c * f)
+                                                     for name, factor in scales.items()})
 
     def tanh_channels(self, names) -> "Frame":
         """A frame whose channels in `names` go through tanh, squashing unbounded values into (-1, 1).
         OpenPCDet does this to Waymo's intensity (raw values reach ~900 while the median is ~0.1;
         OpenPCDet's WaymoDataset.get_lidar). Names the frame lacks are an error."""
-        names = list(dict.fromkeys(names))      # each channel once: tanh(tanh(x)) is not meant
+        # A dict: each channel once, tanh(tanh(x)) is not meant.
+        return self._map_channels("channel_tanh", {name: np.tanh for name in names})
+
+    def _check_channel_names(self, option: str, names) -> None:
         unknown = [name for name in names if name not in self.channels]
         if unknown:
-            raise KeyError(f"channel_tanh names {unknown}, not among the frame's channels {self.channels}")
-        if not names:
+            raise KeyError(f"{option} names {unknown}, not among the frame's channels {self.channels}")
+
+    def _map_channels(self, option: str, functions: dict) -> "Frame":
+        """A frame whose channel `name` is replaced by functions[name](column), float32; `option`
+        names the setting in the error for an unknown channel."""
+        self._check_channel_names(option, functions)
+        if not functions:
             return self
         points = np.array(self.to_numpy().points, dtype=np.float32, copy=True)
-        for name in names:
+        for name, fn in functions.items():
             column = self.channels.index(name)
-            points[:, column] = np.tanh(points[:, column])
+            points[:, column] = fn(points[:, column])
         return replace(self, points=points)
 
     def to_torch(self, device=None) -> "Frame":
